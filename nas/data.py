@@ -1,0 +1,130 @@
+"""MNIST as tensors on the training device: splits, shuffled index batches, batched rotation.
+
+The images are read once with torchvision, normalised once, and kept on the device; a batch is
+an index slice of those tensors, so the hot loop does no per-image Python, PIL or worker work.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import check_integrity
+
+MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics on [0, 1]
+BACKGROUND = (0.0 - MEAN) / STD  # a black pixel after normalisation
+ENV_VAR = "NAS_DATA_DIR"
+# md5 of the four uncompressed originals, the files torchvision reads from <root>/MNIST/raw/
+FILES = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+
+
+class DataError(RuntimeError):
+    """MNIST could not be found, downloaded or verified; the message says what to do."""
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """--data-dir, else $NAS_DATA_DIR, else ~/.cache/nas/data (where a download goes)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "nas" / "data"
+
+
+def _verify(raw: Path) -> list[str]:
+    """Names of the files that are missing or fail their md5 check."""
+    return [name for name, md5 in FILES.items() if not check_integrity(str(raw / name), md5)]
+
+
+def load_mnist(root: str | Path | None = None, download: bool = True) -> dict[str, torch.Tensor]:
+    """The 60,000 training and 10,000 test images (uint8, N x 28 x 28) and labels, verified."""
+    root = data_dir(root)
+    raw = root / "MNIST" / "raw"
+    bad = _verify(raw)
+    if bad and download:
+        try:
+            for train in (True, False):
+                MNIST(str(root), train=train, download=True)
+        except Exception:  # no network, a mirror down, a read-only folder: same advice below
+            pass
+        bad = _verify(raw)
+    if bad:
+        present = [n for n in bad if (raw / n).exists()]
+        what = "fail their md5 check" if present else "are missing"
+        raise DataError(
+            f"MNIST files {', '.join(bad)} {what} in {raw} and could not be downloaded; put the four "
+            f"uncompressed MNIST files ({', '.join(FILES)}) there, or point --data-dir / ${ENV_VAR} "
+            f"at a folder holding MNIST/raw/"
+        )
+    train, test = MNIST(str(root), train=True), MNIST(str(root), train=False)
+    return {"train_x": train.data, "train_y": train.targets, "test_x": test.data, "test_y": test.targets}
+
+
+@dataclass
+class Split:
+    """Training tensors and the tensors to evaluate on, on one device, normalised."""
+
+    train_x: torch.Tensor  # float32, N x 1 x 28 x 28
+    train_y: torch.Tensor  # int64, N
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    eval_name: str  # "val" (held out from the training images) or "test"
+
+
+def _prepare(x: torch.Tensor, device) -> torch.Tensor:
+    return ((x.to(device=device, dtype=torch.float32) / 255.0 - MEAN) / STD).unsqueeze(1)
+
+
+def make_split(
+    mnist: dict[str, torch.Tensor],
+    evaluate_on: str = "test",
+    val_size: int = 10_000,
+    split_seed: int = 0,
+    train_limit: int | None = None,
+    eval_limit: int | None = None,
+    device: str | torch.device = "cpu",
+) -> Split:
+    """evaluate_on="val": train on 60,000 - val_size images, evaluate on the held-out val_size
+    (a fixed permutation from split_seed; the search uses this). evaluate_on="test": train on
+    all 60,000 and evaluate on the 10,000 test images (final numbers, replays).
+    train_limit / eval_limit keep only the first N of each (smoke tests, quick benchmarks)."""
+    if evaluate_on == "val":
+        perm = torch.randperm(len(mnist["train_y"]), generator=torch.Generator().manual_seed(split_seed))
+        tr, ev = perm[val_size:], perm[:val_size]
+        parts = mnist["train_x"][tr], mnist["train_y"][tr], mnist["train_x"][ev], mnist["train_y"][ev]
+    elif evaluate_on == "test":
+        parts = mnist["train_x"], mnist["train_y"], mnist["test_x"], mnist["test_y"]
+    else:
+        raise ValueError(f"evaluate_on must be 'val' or 'test', got {evaluate_on!r}")
+    tx, ty, ex, ey = parts
+    tx, ty, ex, ey = tx[:train_limit], ty[:train_limit], ex[:eval_limit], ey[:eval_limit]
+    return Split(_prepare(tx, device), ty.to(device), _prepare(ex, device), ey.to(device), evaluate_on)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch of shuffled index batches (the last one may be short, as DataLoader's)."""
+    perm = torch.randperm(n, generator=generator, device=generator.device)
+    return list(perm.split(batch_size))
+
+
+def rotate(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image of a batch by its own angle, uniform in [-degrees, degrees], about the
+    centre, bilinear, filling with black (as torchvision's RandomRotation with fill=0)."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * math.radians(degrees)
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample fills with 0, so rotate the offset from black and add black back
+    return F.grid_sample(x - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND

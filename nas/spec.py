@@ -1,0 +1,319 @@
+"""The config schema: one JSON value says everything needed to train a network.
+
+A config is a list of layers (the network) and a recipe (how to train it). From a config alone,
+with plain arithmetic and no torch, come its exact trainable-parameter count, its multiply-
+accumulates per image, a per-layer summary and the receptive-field table in the seed's columns.
+
+Conventions (fixed once, used by baselines, trials, replays and exports alike):
+- a conv has no bias; every conv but the output layer is followed by ReLU, BatchNorm, Dropout
+  (the seed's order), so it owns 2 * out BatchNorm parameters (weight and bias);
+- the *output layer* is the last conv (GAP head) or the last fc (FC head): it has no ReLU, BN
+  or dropout, and its width is the number of classes; a hidden fc is followed by ReLU;
+- "pool" is a 2x2 max-pool with stride 2; "gap" averages the whole map to 1x1.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+IMAGE_SIZE = 28  # MNIST: 1 x 28 x 28
+IN_CHANNELS = 1
+CLASSES = 10
+OPS = ("conv", "pool", "gap", "fc")
+
+
+class SpecError(ValueError):
+    """A config that does not follow the schema; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    op: str  # "conv" | "pool" | "gap" | "fc"
+    out: int | None = None  # output channels (conv) or features (fc); None for pool/gap
+    kernel: int = 3  # conv kernel side: 3 for a 3x3 conv, 1 for a 1x1 transition
+    padding: int = 0  # conv zero-padding per side: 1 keeps a 3x3 conv's map size
+
+    def to_dict(self) -> dict:
+        if self.op == "conv":
+            return {"op": "conv", "out": self.out, "kernel": self.kernel, "padding": self.padding}
+        if self.op == "fc":
+            return {"op": "fc", "out": self.out}
+        return {"op": self.op}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    optimizer: str = "sgd"  # "sgd" | "adam"
+    lr: float = 0.01  # initial learning rate
+    momentum: float = 0.9  # SGD momentum (ignored by adam)
+    nesterov: bool = False  # SGD Nesterov momentum
+    weight_decay: float = 0.0  # L2 penalty
+    batch_size: int = 128  # images per optimizer step
+    epochs: int = 15  # full passes over the training split
+    step_size: int | None = None  # StepLR: epochs between lr decays; None = constant lr
+    gamma: float = 0.1  # StepLR: lr multiplier at each decay
+    dropout: float = 0.0  # drop probability after every hidden conv
+    rotation: float = 0.0  # random rotation, uniform in +-degrees, per training image
+
+
+@dataclass(frozen=True)
+class Reported:
+    """Numbers the seed itself reported for a baseline (percent), shown beside ours."""
+
+    params: int | None = None
+    train_acc: float | None = None
+    test_acc: float | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    layers: tuple[Layer, ...]
+    recipe: Recipe = field(default_factory=Recipe)
+    name: str = ""  # short identifier, e.g. "baseline-6"
+    description: str = ""  # what this network is and where it came from
+    reported: Reported | None = None  # the seed's numbers, for baselines
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "description": self.description}
+        if self.reported is not None:
+            d["reported"] = asdict(self.reported)
+        d["layers"] = [layer.to_dict() for layer in self.layers]
+        d["recipe"] = asdict(self.recipe)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _check_keys(d: object, allowed: set[str], where: str) -> dict:
+    if not isinstance(d, dict):
+        raise SpecError(f"{where}: expected an object, got {type(d).__name__}")
+    unknown = sorted(set(d) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    return d
+
+
+def _number(value, where: str, *, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        kind = "an integer" if integer else "a number"
+        raise SpecError(f"{where}: must be {kind}, got {value!r}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise SpecError(f"{where}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise SpecError(f"{where}: must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+    return value
+
+
+def _layer(d: object, where: str) -> Layer:
+    if not isinstance(d, dict) or d.get("op") not in OPS:
+        op = d.get("op") if isinstance(d, dict) else d
+        raise SpecError(f"{where}.op: must be one of {', '.join(OPS)}, got {op!r}")
+    op = d["op"]
+    if op == "conv":
+        _check_keys(d, {"op", "out", "kernel", "padding"}, where)
+        kernel = _number(d.get("kernel", 3), f"{where}.kernel", integer=True, lo=1)
+        if kernel % 2 == 0:
+            raise SpecError(f"{where}.kernel: must be odd, got {kernel}")
+        padding = _number(d.get("padding", 0), f"{where}.padding", integer=True, lo=0, hi=kernel // 2)
+        out = _number(d.get("out"), f"{where}.out", integer=True, lo=1)
+        return Layer("conv", out, kernel, padding)
+    if op == "fc":
+        _check_keys(d, {"op", "out"}, where)
+        return Layer("fc", _number(d.get("out"), f"{where}.out", integer=True, lo=1))
+    _check_keys(d, {"op"}, where)
+    return Layer(op)
+
+
+def _recipe(d: object, where: str) -> Recipe:
+    d = _check_keys(d, {f.name for f in fields(Recipe)}, where)
+    r = Recipe(**d)
+    if r.optimizer not in ("sgd", "adam"):
+        raise SpecError(f"{where}.optimizer: must be 'sgd' or 'adam', got {r.optimizer!r}")
+    _number(r.lr, f"{where}.lr", lo=0, lo_open=True)
+    _number(r.momentum, f"{where}.momentum", lo=0, hi=1, hi_open=True)
+    if not isinstance(r.nesterov, bool):
+        raise SpecError(f"{where}.nesterov: must be true or false, got {r.nesterov!r}")
+    _number(r.weight_decay, f"{where}.weight_decay", lo=0)
+    _number(r.batch_size, f"{where}.batch_size", integer=True, lo=1)
+    _number(r.epochs, f"{where}.epochs", integer=True, lo=1)
+    if r.step_size is not None:
+        _number(r.step_size, f"{where}.step_size", integer=True, lo=1)
+    _number(r.gamma, f"{where}.gamma", lo=0, hi=1, lo_open=True)
+    _number(r.dropout, f"{where}.dropout", lo=0, hi=1, hi_open=True)
+    _number(r.rotation, f"{where}.rotation", lo=0, hi=180)
+    return r
+
+
+def from_dict(d: object, where: str = "config") -> Config:
+    """Parse and validate a config; every error names the offending field."""
+    d = _check_keys(d, {"name", "description", "reported", "layers", "recipe"}, where)
+    layers = d.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise SpecError(f"{where}.layers: must be a non-empty list of layers")
+    reported = None
+    if d.get("reported") is not None:
+        rep = _check_keys(d["reported"], {"params", "train_acc", "test_acc"}, f"{where}.reported")
+        reported = Reported(**rep)
+    config = Config(
+        layers=tuple(_layer(x, f"{where}.layers[{i}]") for i, x in enumerate(layers)),
+        recipe=_recipe(d.get("recipe", {}), f"{where}.recipe"),
+        name=str(d.get("name", "")),
+        description=str(d.get("description", "")),
+        reported=reported,
+    )
+    trace(config, where)  # shape checks: raises SpecError where a layer does not fit
+    return config
+
+
+def load(path: str | Path) -> Config:
+    """Read a config JSON file; a missing, unreadable or invalid file raises SpecError."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+    return from_dict(d, where=str(path))
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def baseline_names() -> list[str]:
+    files = resources.files("nas") / "baselines"
+    names = [p.name[: -len(".json")] for p in files.iterdir() if p.name.endswith(".json")]
+    return sorted(names, key=lambda n: (n.split("-")[1], len(n), n))
+
+
+def load_baseline(name: str) -> Config:
+    names = baseline_names()
+    if name not in names:
+        raise SpecError(f"unknown baseline {name!r}; known: {', '.join(names)} (see `nas replay --list`)")
+    text = (resources.files("nas") / "baselines" / f"{name}.json").read_text()
+    return from_dict(json.loads(text), where=f"baseline {name}")
+
+
+def resolve(name_or_path: str) -> Config:
+    """A baseline name or the path of a config file."""
+    if name_or_path in baseline_names():
+        return load_baseline(name_or_path)
+    if name_or_path.endswith(".json") or Path(name_or_path).exists():
+        return load(name_or_path)
+    return load_baseline(name_or_path)  # raises the unknown-baseline error
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+@dataclass(frozen=True)
+class Row:
+    """One layer traced through the network: shapes, parameters, MACs, receptive field."""
+
+    index: int  # position in config.layers
+    layer: Layer
+    in_ch: int
+    out_ch: int
+    in_size: int  # feature-map side before the layer (1 for fc)
+    out_size: int
+    kernel: int  # spatial kernel side (pool 2, gap = in_size; 0 for fc)
+    padding: int
+    stride: int
+    params: int  # trainable parameters, BatchNorm included
+    macs: int  # multiply-accumulates per image
+    jump_in: int
+    jump_out: int
+    rf_in: int
+    rf_out: int
+    is_output: bool
+
+
+def output_index(layers: tuple[Layer, ...]) -> int:
+    """The layer that produces the logits: the last conv or fc."""
+    return max(i for i, x in enumerate(layers) if x.op in ("conv", "fc"))
+
+
+def trace(config: Config, where: str = "config") -> list[Row]:
+    """Walk the layers; check that each fits its input; return one Row per layer."""
+    layers = config.layers
+    ops = [x.op for x in layers]
+    if ops.count("gap") != 1:
+        raise SpecError(f"{where}.layers: needs exactly one 'gap' layer, found {ops.count('gap')}")
+    g = ops.index("gap")
+    for i, op in enumerate(ops):
+        if (i < g and op == "fc") or (i > g and op != "fc"):
+            raise SpecError(f"{where}.layers[{i}]: '{op}' cannot come {'before' if i < g else 'after'} the gap layer")
+    if "conv" not in ops[:g]:
+        raise SpecError(f"{where}.layers: needs at least one conv before the gap layer")
+    out_i = output_index(layers)
+    if layers[out_i].out != CLASSES:
+        raise SpecError(f"{where}.layers[{out_i}].out: the output layer must have {CLASSES} outputs, got {layers[out_i].out}")
+
+    rows, ch, size, jump, rf = [], IN_CHANNELS, IMAGE_SIZE, 1, 1
+    for i, x in enumerate(layers):
+        is_out = i == out_i
+        if x.op == "conv":
+            k, p, s = x.kernel, x.padding, 1
+            if size + 2 * p < k:
+                raise SpecError(f"{where}.layers[{i}]: a {k}x{k} conv does not fit a {size}x{size} map")
+            out_size, out_ch = size + 2 * p - k + 1, x.out
+            params = k * k * ch * out_ch + (0 if is_out else 2 * out_ch)
+            macs = k * k * ch * out_ch * out_size * out_size
+        elif x.op == "pool":
+            k, p, s = 2, 0, 2
+            if size < 2:
+                raise SpecError(f"{where}.layers[{i}]: cannot max-pool a {size}x{size} map")
+            out_size, out_ch, params, macs = size // 2, ch, 0, 0
+        elif x.op == "gap":
+            k, p, s = size, 0, 1
+            out_size, out_ch, params, macs = 1, ch, 0, 0
+        else:  # fc
+            k, p, s = 0, 0, 1
+            out_size, out_ch = 1, x.out
+            params, macs = ch * out_ch + out_ch, ch * out_ch
+        jump_out = jump * s
+        rf_out = rf + (k - 1) * jump if k else rf
+        rows.append(Row(i, x, ch, out_ch, size, out_size, k, p, s, params, macs, jump, jump_out, rf, rf_out, is_out))
+        ch, size, jump, rf = out_ch, out_size, jump_out, rf_out
+    return rows
+
+
+def param_count(config: Config) -> int:
+    """Exact number of trainable parameters (equals sum(p.numel()) of the built module)."""
+    return sum(r.params for r in trace(config))
+
+
+def macs(config: Config) -> int:
+    """Multiply-accumulates of one forward pass on one image (convs and fcs)."""
+    return sum(r.macs for r in trace(config))
+
+
+def receptive_field(config: Config) -> int:
+    return trace(config)[-1].rf_out
+
+
+RF_COLUMNS = (
+    "Layer No.", "Operation", "Input Feat.", "Kernel Size", "Padding", "Stride",
+    "Output Feat.", "Jump in", "Jump Out", "RF in", "RF Out",
+)  # fmt: skip
+_OP_NAMES = {"conv": "Conv2d", "pool": "MaxPool", "gap": "GAP"}
+
+
+def rf_table(config: Config) -> list[tuple]:
+    """The receptive-field table in the seed's columns: one row per spatial layer."""
+    spatial = [r for r in trace(config) if r.layer.op != "fc"]
+    return [
+        (n, _OP_NAMES[r.layer.op], r.in_size, r.kernel, r.padding, r.stride, r.out_size,
+         r.jump_in, r.jump_out, r.rf_in, r.rf_out)
+        for n, r in enumerate(spatial, start=1)
+    ]  # fmt: skip

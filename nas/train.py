@@ -1,0 +1,125 @@
+"""train(config, split, seed) -> History: the hot loop, deterministic on CPU for a given seed.
+
+Epoch order (canonical): set lr, train one epoch, evaluate, hand the epoch to `on_epoch`
+(the search reports and prunes there; raising from it stops training), step the schedule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from nas import data, spec
+from nas.model import build
+
+
+@dataclass
+class Epoch:
+    epoch: int  # 1-based
+    lr: float  # learning rate used during this epoch
+    train_loss: float  # mean cross-entropy over the epoch's training batches (with augmentation)
+    train_acc: float  # percent correct on those batches, as the seed measured it
+    eval_loss: float  # on split.eval_name ("val" or "test")
+    eval_acc: float  # percent
+    seconds: float  # wall time of the epoch, evaluation included
+
+
+@dataclass
+class History:
+    seed: int
+    device: str
+    eval_name: str
+    epochs: list[Epoch] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "device": self.device, "eval_name": self.eval_name,
+                "epochs": [asdict(e) for e in self.epochs]}  # fmt: skip
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """"auto": CUDA if present, else Apple's MPS, else the CPU; otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+        nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay,
+    )  # fmt: skip
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000):
+    """Mean loss and percent accuracy; large batches, no autograd bookkeeping."""
+    model.eval()
+    loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device, dtype=torch.long)
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i : i + batch_size])
+        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum")
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    return loss.item() / len(y), 100.0 * correct.item() / len(y)  # one host sync per evaluation
+
+
+def train(
+    config: spec.Config,
+    split: data.Split,
+    seed: int,
+    device: str | torch.device = "cpu",
+    on_epoch: Callable[[Epoch], None] | None = None,
+    on_step: Callable[[], None] | None = None,
+    epochs: int | None = None,
+) -> tuple[torch.nn.Module, History]:
+    """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
+    `epochs` overrides the recipe's (the lr schedule still follows the recipe)."""
+    device = torch.device(device)
+    recipe = config.recipe
+    torch.manual_seed(seed)  # weights and dropout masks
+    gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
+    model = build(config).to(device)
+    optimizer = make_optimizer(model, recipe)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
+    history = History(seed=seed, device=str(device), eval_name=split.eval_name)
+    n = len(split.train_y)
+
+    for epoch in range(1, (epochs or recipe.epochs) + 1):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for idx in data.batches(n, recipe.batch_size, gen):
+            x, y = split.train_x[idx], split.train_y[idx]
+            if recipe.rotation > 0:
+                x = data.rotate(x, recipe.rotation, gen)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            # accumulate on the device: no .item() (host sync) inside the epoch
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if on_step is not None:
+                on_step()
+        eval_loss, eval_acc = evaluate(model, split.eval_x, split.eval_y)
+        stats = Epoch(
+            epoch=epoch, lr=lr, train_loss=loss_sum.item() / n, train_acc=100.0 * correct.item() / n,
+            eval_loss=eval_loss, eval_acc=eval_acc, seconds=time.perf_counter() - t0,
+        )  # fmt: skip
+        history.epochs.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+        scheduler.step()
+    return model, history
