@@ -72,7 +72,9 @@ def baselines_table(configs: list[spec.Config]) -> Table:
     return t
 
 
-EPOCH_HEADER = f"{'seed':>5} {'epoch':>5} {'lr':>8} {'train loss':>10} {'train %':>8} {'{e} loss':>10} {'{e} %':>8} {'s':>6}"
+EPOCH_HEADER = (
+    f"{'seed':>5} {'epoch':>5} {'lr':>8} {'train loss':>10} {'train %':>8} {'{e} loss':>10} {'{e} %':>8} {'s':>6}"
+)
 
 
 def epoch_header(eval_name: str) -> str:
@@ -104,8 +106,8 @@ def _pm(values: list[float]) -> str:
 
 def verdict_table(config: spec.Config, verdicts: list[dict], last_k: int, threshold: float) -> Table:
     """Per-seed rows, mean ± std, and the seed's own reported numbers beside them."""
-    t = Table(title=f"{config.name}: verdict (consistent = test % >= {threshold:.2f} in each of the last {last_k} epochs)",
-              title_justify="left")  # fmt: skip
+    rule = f"consistent = test % >= {threshold:.2f} in each of the last {last_k} epochs"
+    t = Table(title=f"{config.name}: verdict ({rule})", title_justify="left")
     for col in ("run", "params", "best test %", "final test %", f"min last {last_k} %", "consistent"):
         t.add_column(col, justify="left" if col == "run" else "right")
     params = f"{spec.param_count(config):,}"

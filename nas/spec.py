@@ -257,7 +257,9 @@ def trace(config: Config, where: str = "config") -> list[Row]:
         raise SpecError(f"{where}.layers: needs at least one conv before the gap layer")
     out_i = output_index(layers)
     if layers[out_i].out != CLASSES:
-        raise SpecError(f"{where}.layers[{out_i}].out: the output layer must have {CLASSES} outputs, got {layers[out_i].out}")
+        raise SpecError(
+            f"{where}.layers[{out_i}].out: the output layer must have {CLASSES} outputs, got {layers[out_i].out}"
+        )
 
     rows, ch, size, jump, rf = [], IN_CHANNELS, IMAGE_SIZE, 1, 1
     for i, x in enumerate(layers):

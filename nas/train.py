@@ -41,7 +41,7 @@ class History:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto": CUDA if present, else Apple's MPS, else the CPU; otherwise the named device."""
+    """ "auto": CUDA if present, else Apple's MPS, else the CPU; otherwise the named device."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
