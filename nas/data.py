@@ -119,10 +119,15 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
 
 
 def rotate(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
-    """Rotate each image of a batch by its own angle, uniform in [-degrees, degrees], about the
-    centre, bilinear, filling with black (as torchvision's RandomRotation with fill=0)."""
-    n = x.shape[0]
-    angle = (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * math.radians(degrees)
+    """Rotate each image of a batch by its own angle, uniform in [-degrees, degrees]."""
+    angle = (torch.rand(x.shape[0], generator=generator, device=x.device) * 2 - 1) * math.radians(degrees)
+    return rotate_by(x, angle)
+
+
+def rotate_by(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate image i of a normalised batch by angle[i] radians about its centre (+pi/2 is
+    torch.rot90(k=1), counter-clockwise on screen), bilinear, filling with black as
+    torchvision's RandomRotation(fill=0) does."""
     cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
