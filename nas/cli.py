@@ -25,6 +25,7 @@ def positive_int(text: str) -> int:
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $NAS_DATA_DIR, else ~/.cache/nas/data)")
+    p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
     p.add_argument("--results-dir", default="results", help="where runs are written (default: results)")
 
 
@@ -41,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
     p.add_argument("--last-k", type=positive_int, default=3, help="epochs that must all reach the threshold")
     p.add_argument("--threshold", type=float, default=99.40, help="test accuracy %% for 'consistent'")
+    p.add_argument("--train-limit", type=positive_int, help="train on the first N images only (quick checks)")
     add_common(p)
     return ap
 
@@ -55,7 +57,7 @@ def cmd_replay(args) -> None:
         raise UsageError("replay needs a baseline name or a config file; `nas replay --list` shows the baselines")
     config = spec.resolve(args.name)
     device = resolve_device(args.device)
-    mnist = data.load_mnist(args.data_dir)
+    mnist = data.load_mnist(args.data_dir, download=not args.no_download)
     is_baseline = args.name in spec.baseline_names()
     out = replay.run_dir(args.results_dir, config, is_baseline)
 
@@ -63,7 +65,9 @@ def cmd_replay(args) -> None:
     display.console.print(display.rf_table(config))
     display.console.print(f"recipe: {display.recipe_line(config.recipe)}; device {device}")
     seeds = list(range(args.seed, args.seed + args.seeds))
-    verdicts = replay.replay(config, seeds, device, mnist, out, args.epochs, args.last_k, args.threshold)
+    verdicts = replay.replay(
+        config, seeds, device, mnist, out, args.epochs, args.last_k, args.threshold, args.train_limit
+    )
     display.console.print(display.verdict_table(config, verdicts, args.last_k, args.threshold))
     display.console.print(f"written: {out}/run.json, {out}/history.csv")
 

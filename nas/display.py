@@ -53,8 +53,10 @@ def rf_table(config: spec.Config) -> Table:
 
 def recipe_line(recipe: spec.Recipe) -> str:
     sched = f"StepLR {recipe.step_size}/{recipe.gamma:g}" if recipe.step_size else "constant lr"
-    return (f"{recipe.optimizer} lr {recipe.lr:g} momentum {recipe.momentum:g}, batch {recipe.batch_size}, "
-            f"{recipe.epochs} epochs, {sched}, dropout {recipe.dropout:g}, rotation +-{recipe.rotation:g}")  # fmt: skip
+    return (
+        f"{recipe.optimizer} lr {recipe.lr:g} momentum {recipe.momentum:g}, batch {recipe.batch_size}, "
+        f"{recipe.epochs} epochs, {sched}, dropout {recipe.dropout:g}, rotation +-{recipe.rotation:g}"
+    )
 
 
 def baselines_table(configs: list[spec.Config]) -> Table:
@@ -64,11 +66,16 @@ def baselines_table(configs: list[spec.Config]) -> Table:
     for c in configs:
         rep, r = c.reported, c.recipe
         t.add_row(
-            c.name, f"{spec.param_count(c):,}", f"{rep.params:,}" if rep and rep.params else "-",
-            f"{spec.macs(c):,}", str(spec.receptive_field(c)), f"{r.dropout:g}", f"+-{r.rotation:g}",
+            c.name,
+            f"{spec.param_count(c):,}",
+            f"{rep.params:,}" if rep and rep.params else "-",
+            f"{spec.macs(c):,}",
+            str(spec.receptive_field(c)),
+            f"{r.dropout:g}",
+            f"+-{r.rotation:g}",
             f"StepLR {r.step_size}/{r.gamma:g}" if r.step_size else "-",
             f"{rep.test_acc:.2f}" if rep and rep.test_acc else "-",
-        )  # fmt: skip
+        )
     return t
 
 
@@ -82,17 +89,25 @@ def epoch_header(eval_name: str) -> str:
 
 
 def epoch_row(seed: int, e) -> str:
-    return (f"{seed:>5} {e.epoch:>5} {e.lr:>8.5f} {e.train_loss:>10.4f} {e.train_acc:>8.2f} "
-            f"{e.eval_loss:>10.4f} {e.eval_acc:>8.2f} {e.seconds:>6.1f}")  # fmt: skip
+    return (
+        f"{seed:>5} {e.epoch:>5} {e.lr:>8.5f} {e.train_loss:>10.4f} {e.train_acc:>8.2f} "
+        f"{e.eval_loss:>10.4f} {e.eval_acc:>8.2f} {e.seconds:>6.1f}"
+    )
 
 
 @contextmanager
 def progress(total: int, description: str) -> Iterator[tuple[Callable[[], None], Callable[[str], None]]]:
     """A live bar over `total` steps; yields (advance one step, print a line above the bar)."""
     bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
-    )  # fmt: skip
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     with bar:
         task = bar.add_task(description, total=total)
         yield (lambda: bar.advance(task)), bar.console.print
@@ -108,19 +123,25 @@ def verdict_table(config: spec.Config, verdicts: list[dict], last_k: int, thresh
     """Per-seed rows, mean ± std, and the seed's own reported numbers beside them."""
     rule = f"consistent = test % >= {threshold:.2f} in each of the last {last_k} epochs"
     t = Table(title=f"{config.name}: verdict ({rule})", title_justify="left")
-    for col in ("run", "params", "best test %", "final test %", f"min last {last_k} %", "consistent"):
+    keys = ("best_train", "best", "final", "min_last_k")
+    for col in ("run", "params", "best train %", "best test %", "final test %", f"min last {last_k} %", "consistent"):
         t.add_column(col, justify="left" if col == "run" else "right")
     params = f"{spec.param_count(config):,}"
     for v in verdicts:
-        t.add_row(f"nas seed {v['seed']}", params, f"{v['best']:.2f}", f"{v['final']:.2f}", f"{v['min_last_k']:.2f}",
-                  "yes" if v["consistent"] else "no")  # fmt: skip
+        t.add_row(f"nas seed {v['seed']}", params, *(f"{v[k]:.2f}" for k in keys), "yes" if v["consistent"] else "no")
     if len(verdicts) > 1:
         n_ok = sum(v["consistent"] for v in verdicts)
-        t.add_row("mean ± std", params, *(_pm([v[k] for v in verdicts]) for k in ("best", "final", "min_last_k")),
-                  f"{n_ok}/{len(verdicts)}")  # fmt: skip
+        t.add_row("mean ± std", params, *(_pm([v[k] for v in verdicts]) for k in keys), f"{n_ok}/{len(verdicts)}")
     rep = config.reported
     if rep is not None:
         t.add_section()
-        t.add_row("seed (reported)", f"{rep.params:,}" if rep.params else "-",
-                  f"{rep.test_acc:.2f}" if rep.test_acc else "-", "-", "-", "-")  # fmt: skip
+        t.add_row(
+            "seed (reported)",
+            f"{rep.params:,}" if rep.params else "-",
+            f"{rep.train_acc:.2f}" if rep.train_acc else "-",
+            f"{rep.test_acc:.2f}" if rep.test_acc else "-",
+            "-",
+            "-",
+            "-",
+        )
     return t

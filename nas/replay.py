@@ -24,9 +24,13 @@ def verdict(history: train.History, last_k: int = 3, threshold: float = 99.40) -
     acc = [e.eval_acc for e in history.epochs]
     tail = acc[-last_k:]
     return {
-        "seed": history.seed, "best": max(acc), "final": acc[-1], "min_last_k": min(tail),
+        "seed": history.seed,
+        "best_train": max(e.train_acc for e in history.epochs),
+        "best": max(acc),
+        "final": acc[-1],
+        "min_last_k": min(tail),
         "consistent": len(acc) >= last_k and min(tail) >= threshold,
-    }  # fmt: skip
+    }
 
 
 def provenance(device: torch.device) -> dict:
@@ -36,12 +40,18 @@ def provenance(device: torch.device) -> dict:
     except (OSError, StopIteration):
         pass
     return {
-        "nas": nas.__version__, "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "device": str(device),
+        "nas": nas.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "command": " ".join(["nas", *sys.argv[1:]]), "git_commit": git_commit(),
-    }  # fmt: skip
+        "command": " ".join(["nas", *sys.argv[1:]]),
+        "git_commit": git_commit(),
+    }
 
 
 def git_commit() -> str | None:
@@ -49,8 +59,13 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:
@@ -85,26 +100,40 @@ def replay(
     epochs: int | None = None,
     last_k: int = 3,
     threshold: float = 99.40,
+    train_limit: int | None = None,
 ) -> list[dict]:
     """Train `config` once per seed, printing the epochs; write run.json and history.csv to `out`
     after every seed (so an interrupted replay keeps the seeds it finished)."""
-    split = data.make_split(mnist, evaluate_on="test", device=device)
+    split = data.make_split(mnist, evaluate_on="test", train_limit=train_limit, device=device)
     n_epochs = epochs or config.recipe.epochs
     steps = -(-len(split.train_y) // config.recipe.batch_size) * n_epochs
     record = {
-        "config": config.to_dict(), "params": spec.param_count(config), "macs": spec.macs(config),
-        "receptive_field": spec.receptive_field(config), "epochs": n_epochs, "seeds": seeds,
-        "last_k": last_k, "threshold": threshold, "provenance": provenance(device),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": [],
-    }  # fmt: skip
+        "config": config.to_dict(),
+        "params": spec.param_count(config),
+        "macs": spec.macs(config),
+        "receptive_field": spec.receptive_field(config),
+        "epochs": n_epochs,
+        "seeds": seeds,
+        "last_k": last_k,
+        "threshold": threshold,
+        "train_limit": train_limit,
+        "provenance": provenance(device),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runs": [],
+    }
     verdicts, rows = [], []
     for seed in seeds:
         with display.progress(steps, f"{config.name} seed {seed}") as (advance, say):
             say(display.epoch_header("test"))
             _, history = train.train(
-                config, split, seed, device, epochs=n_epochs, on_step=advance,
+                config,
+                split,
+                seed,
+                device,
+                epochs=n_epochs,
+                on_step=advance,
                 on_epoch=lambda e, seed=seed: say(display.epoch_row(seed, e)),
-            )  # fmt: skip
+            )
         verdicts.append(verdict(history, last_k, threshold))
         record["runs"].append({**history.to_dict(), "verdict": verdicts[-1]})
         rows += [{"seed": seed, **vars(e)} for e in history.epochs]

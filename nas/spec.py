@@ -15,7 +15,7 @@ Conventions (fixed once, used by baselines, trials, replays and exports alike):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
@@ -184,7 +184,8 @@ def load(path: str | Path) -> Config:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
-    return from_dict(d, where=str(path))
+    config = from_dict(d, where=str(path))
+    return config if config.name else replace(config, name=path.stem)
 
 
 # --------------------------------------------------------------------------- baselines
@@ -305,9 +306,18 @@ def receptive_field(config: Config) -> int:
 
 
 RF_COLUMNS = (
-    "Layer No.", "Operation", "Input Feat.", "Kernel Size", "Padding", "Stride",
-    "Output Feat.", "Jump in", "Jump Out", "RF in", "RF Out",
-)  # fmt: skip
+    "Layer No.",
+    "Operation",
+    "Input Feat.",
+    "Kernel Size",
+    "Padding",
+    "Stride",
+    "Output Feat.",
+    "Jump in",
+    "Jump Out",
+    "RF in",
+    "RF Out",
+)
 _OP_NAMES = {"conv": "Conv2d", "pool": "MaxPool", "gap": "GAP"}
 
 
@@ -315,7 +325,18 @@ def rf_table(config: Config) -> list[tuple]:
     """The receptive-field table in the seed's columns: one row per spatial layer."""
     spatial = [r for r in trace(config) if r.layer.op != "fc"]
     return [
-        (n, _OP_NAMES[r.layer.op], r.in_size, r.kernel, r.padding, r.stride, r.out_size,
-         r.jump_in, r.jump_out, r.rf_in, r.rf_out)
+        (
+            n,
+            _OP_NAMES[r.layer.op],
+            r.in_size,
+            r.kernel,
+            r.padding,
+            r.stride,
+            r.out_size,
+            r.jump_in,
+            r.jump_out,
+            r.rf_in,
+            r.rf_out,
+        )
         for n, r in enumerate(spatial, start=1)
-    ]  # fmt: skip
+    ]

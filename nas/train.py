@@ -36,8 +36,12 @@ class History:
     epochs: list[Epoch] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"seed": self.seed, "device": self.device, "eval_name": self.eval_name,
-                "epochs": [asdict(e) for e in self.epochs]}  # fmt: skip
+        return {
+            "seed": self.seed,
+            "device": self.device,
+            "eval_name": self.eval_name,
+            "epochs": [asdict(e) for e in self.epochs],
+        }
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -55,9 +59,12 @@ def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe) -> torch.optim.O
     if recipe.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-        nesterov=recipe.nesterov and recipe.momentum > 0, weight_decay=recipe.weight_decay,
-    )  # fmt: skip
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov and recipe.momentum > 0,
+        weight_decay=recipe.weight_decay,
+    )
 
 
 @torch.inference_mode()
@@ -115,9 +122,14 @@ def train(
                 on_step()
         eval_loss, eval_acc = evaluate(model, split.eval_x, split.eval_y)
         stats = Epoch(
-            epoch=epoch, lr=lr, train_loss=loss_sum.item() / n, train_acc=100.0 * correct.item() / n,
-            eval_loss=eval_loss, eval_acc=eval_acc, seconds=time.perf_counter() - t0,
-        )  # fmt: skip
+            epoch=epoch,
+            lr=lr,
+            train_loss=loss_sum.item() / n,
+            train_acc=100.0 * correct.item() / n,
+            eval_loss=eval_loss,
+            eval_acc=eval_acc,
+            seconds=time.perf_counter() - t0,
+        )
         history.epochs.append(stats)
         if on_epoch is not None:
             on_epoch(stats)

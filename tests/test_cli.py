@@ -1,0 +1,123 @@
+"""The `nas` command as a user runs it: listing, a real smoke replay, and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas import cli, spec
+
+
+def run(*args, env=None):
+    """The installed console script, in a subprocess, as a user types it."""
+    nas = Path(sys.executable).parent / "nas"  # the console script installed beside this Python
+    return subprocess.run([str(nas), *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def test_list_shows_ten_baselines_with_the_seed_counts():
+    r = run("replay", "--list")
+    assert r.returncode == 0, r.stderr
+    for name in spec.baseline_names():
+        assert name in r.stdout
+    assert r.stdout.count("7,826") >= 2 * 4 and r.stdout.count("9,060") >= 2 * 4 and "9,902" in r.stdout
+
+
+def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
+    config = tmp_path / "tiny.json"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "layers": [{"op": "conv", "out": 8}, {"op": "pool"}, {"op": "conv", "out": 10}, {"op": "gap"}],
+                "recipe": {"epochs": 3, "batch_size": 256},
+            }
+        )
+    )
+    code = cli.main(
+        [
+            "replay",
+            str(config),
+            "--seeds",
+            "2",
+            "--epochs",
+            "2",
+            "--train-limit",
+            "3000",
+            "--data-dir",
+            str(data_dir),
+            "--results-dir",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "receptive field: 28" in out and "mean ± std" in out
+    (run_dir,) = (tmp_path / "out" / "runs" / "tiny").iterdir()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["params"] == spec.param_count(spec.load(config)) == 9 * 8 + 16 + 9 * 8 * 10
+    assert [r["seed"] for r in record["runs"]] == [0, 1]
+    assert all(len(r["epochs"]) == 2 for r in record["runs"])
+    assert record["train_limit"] == 3000 and record["provenance"]["torch"]
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    assert lines[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(lines) == 1 + 4
+
+
+BAD_INPUT = [
+    (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
+    (["replay"], "replay needs a baseline name or a config file"),
+    (["replay", "nowhere/config.json"], "cannot read config file nowhere/config.json"),
+    (["replay", "baseline-6", "--device", "cuda"], "no CUDA GPU is visible"),
+    (["replay", "baseline-6", "--device", "tpu"], "unknown device 'tpu'"),
+    (["replay", "baseline-6", "--data-dir", "{tmp}/empty", "--no-download"], "are missing in"),
+    (["replay", "baseline-6", "--results-dir", "/proc/nas-results"], "cannot create results folder"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
+def test_bad_input_one_clear_line_and_exit_2(argv, message, tmp_path, data_dir):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--data-dir" not in argv:
+        argv += ["--data-dir", str(data_dir)]
+    r = run(*argv)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("nas: error: ") and message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_invalid_config_file_names_the_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"layers": [{"op": "conv", "out": 10}, {"op": "gap"}], "recipe": {"dropout": 1.5}}))
+    r = run("replay", str(bad))
+    assert r.returncode == 2 and r.stderr.strip() == f"nas: error: {bad}.recipe.dropout: must be < 1, got 1.5"
+
+
+@pytest.mark.parametrize(
+    "argv", [["replay", "baseline-6", "--seeds", "0"], ["replay", "x", "--epochs", "-1"], ["bogus"]]
+)
+def test_argument_errors_exit_2(argv):
+    r = run(*argv)
+    assert r.returncode == 2 and "error" in r.stderr
+
+
+def test_results_folder_not_created_on_failure(tmp_path):
+    run(
+        "replay",
+        "baseline-6",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--no-download",
+        "--results-dir",
+        str(tmp_path / "res"),
+    )
+    assert not (tmp_path / "res").exists()
+
+
+def test_console_script_is_the_module():
+    r = subprocess.run([sys.executable, "-m", "nas.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("nas ")

@@ -1,0 +1,36 @@
+"""The README's promises: CI runs its test command verbatim, and its numbers are the committed run's."""
+
+import json
+import re
+
+from conftest import REPO
+
+
+def readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"## Set up and run\n.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [line for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def test_readme_has_two_commands_and_ci_runs_the_test_one():
+    main_job, tests = readme_commands()
+    assert "nas replay baseline-6" in main_job
+    assert "pytest" in tests
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert tests in ci
+
+
+def test_readme_replay_numbers_come_from_the_committed_run():
+    text = (REPO / "README.md").read_text()
+    folder = re.search(r"\((results/baselines/baseline-6/[0-9TZ]+)/?\)", text).group(1)
+    record = json.loads((REPO / folder / "run.json").read_text())
+    assert record["seeds"] == [0, 1] and record["epochs"] == 15 and record.get("train_limit") is None
+    for run in record["runs"]:
+        v = run["verdict"]
+        cells = [
+            f"nas seed {v['seed']}",
+            f"{record['params']:,}",
+            *(f"{v[k]:.2f}" for k in ("best", "final", "min_last_k")),
+        ]
+        row = "| " + " | ".join(cells) + " |"
+        assert row in text

@@ -1,0 +1,164 @@
+"""The config schema against PyTorch as the oracle: counts, MACs, shapes and the seed's RF tables."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from nas import spec
+from nas.model import build, count_parameters
+
+# The seed's two receptive-field tables, cell for cell (../shared/seed/discover-network-architectures.md)
+SEED_MODEL_1 = [
+    (1, "Conv2d", 28, 3, 0, 1, 26, 1, 1, 1, 3),
+    (2, "Conv2d", 26, 3, 0, 1, 24, 1, 1, 3, 5),
+    (3, "MaxPool", 24, 2, 0, 2, 12, 1, 2, 5, 6),
+    (4, "Conv2d", 12, 3, 0, 1, 10, 2, 2, 6, 10),
+    (5, "Conv2d", 10, 3, 0, 1, 8, 2, 2, 10, 14),
+    (6, "Conv2d", 8, 3, 0, 1, 6, 2, 2, 14, 18),
+    (7, "Conv2d", 6, 3, 0, 1, 4, 2, 2, 18, 22),
+    (8, "GAP", 4, 4, 0, 1, 1, 2, 2, 22, 28),
+]
+SEED_MODEL_2 = [
+    (1, "Conv2d", 28, 3, 1, 1, 28, 1, 1, 1, 3),
+    (2, "Conv2d", 28, 3, 1, 1, 28, 1, 1, 3, 5),
+    (3, "MaxPool", 28, 2, 0, 2, 14, 1, 2, 5, 6),
+    (4, "Conv2d", 14, 3, 0, 1, 12, 2, 2, 6, 10),
+    (5, "Conv2d", 12, 3, 0, 1, 10, 2, 2, 10, 14),
+    (6, "Conv2d", 10, 3, 0, 1, 8, 2, 2, 14, 18),
+    (7, "Conv2d", 8, 3, 0, 1, 6, 2, 2, 18, 22),
+    (8, "Conv2d", 6, 3, 0, 1, 4, 2, 2, 22, 26),
+    (9, "GAP", 4, 4, 0, 1, 1, 2, 2, 26, 32),
+]
+
+
+def conv(out, kernel=3, padding=0):
+    return {"op": "conv", "out": out, "kernel": kernel, "padding": padding}
+
+
+# Configs beyond the baselines: 1x1 transitions, padding, two pools, hidden and output fc layers.
+EXTRA = [
+    [conv(8, padding=1), conv(16), {"op": "pool"}, conv(8, 1), conv(12), conv(16), conv(10), {"op": "gap"}],
+    [conv(8), {"op": "pool"}, conv(12), {"op": "pool"}, conv(16, padding=1), {"op": "gap"}, {"op": "fc", "out": 10}],
+    [conv(4, 5, 2), conv(6), {"op": "gap"}, {"op": "fc", "out": 20}, {"op": "fc", "out": 10}],
+    [conv(10, 1), {"op": "gap"}],
+]
+EXTRA_CONFIGS = [spec.from_dict({"layers": x, "recipe": {"dropout": 0.1}}) for x in EXTRA]
+CONFIGS = [spec.load_baseline(n) for n in spec.baseline_names()] + EXTRA_CONFIGS
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name or str(len(c.layers)))
+def test_param_count_equals_torch(config):
+    assert spec.param_count(config) == count_parameters(build(config))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name or str(len(c.layers)))
+def test_macs_and_shapes_equal_torch(config):
+    """MACs from arithmetic equal those counted by forward hooks; every traced shape is real."""
+    model, macs, shapes = build(config).eval(), [], []
+
+    def hook(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            macs.append(output[0].numel() * module.in_channels * k)
+        elif isinstance(module, nn.Linear):
+            macs.append(module.in_features * module.out_features)
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.Flatten)):
+            shapes.append(tuple(output.shape[1:]))
+
+    for m in model.modules():
+        m.register_forward_hook(hook)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 1, 28, 28))
+    assert out.shape == (1, 10)
+    assert sum(macs) == spec.macs(config)
+    traced = [
+        (r.out_ch, r.out_size, r.out_size) if r.layer.op not in ("fc", "gap") else (r.out_ch,)
+        for r in spec.trace(config)
+    ]
+    assert shapes == traced
+
+
+def test_seed_parameter_counts():
+    counts = {n: spec.param_count(spec.load_baseline(n)) for n in spec.baseline_names()}
+    assert counts["baseline-1"] == 9902
+    assert (
+        counts["baseline-2"] == counts["baseline-4-10k"] == counts["baseline-5-10k"] == counts["baseline-6-10k"] == 9060
+    )
+    assert counts["baseline-3"] == counts["baseline-4"] == counts["baseline-5"] == counts["baseline-6"] == 7826
+    assert counts["baseline-6-rf32"] < 8000
+
+
+@pytest.mark.parametrize("name", ["baseline-1", "baseline-2", "baseline-3", "baseline-6", "baseline-6-10k"])
+def test_model_1_rf_table_is_the_seeds(name):
+    assert spec.rf_table(spec.load_baseline(name)) == SEED_MODEL_1
+
+
+def test_model_2_rf_table_is_the_seeds():
+    config = spec.load_baseline("baseline-6-rf32")
+    assert spec.rf_table(config) == SEED_MODEL_2
+    assert spec.receptive_field(config) == 32
+
+
+def test_rf_table_rows_for_1x1_convs_and_no_rows_for_fc():
+    rows = spec.rf_table(EXTRA_CONFIGS[0])  # a 1x1 transition after the pool
+    assert [r[1] for r in rows] == ["Conv2d"] * 2 + ["MaxPool"] + ["Conv2d"] * 4 + ["GAP"]
+    assert rows[3][3] == 1 and rows[3][9] == rows[3][10]  # 1x1 conv: RF unchanged
+    fc_config = EXTRA_CONFIGS[1]
+    assert len(spec.rf_table(fc_config)) == len([x for x in fc_config.layers if x.op != "fc"])
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name or str(len(c.layers)))
+def test_json_round_trip(config):
+    assert spec.from_dict(json.loads(config.to_json())) == config
+
+
+BAD = [
+    ({"layers": []}, "config.layers: must be a non-empty list"),
+    ({"layers": [conv(10), {"op": "dense"}]}, "config.layers[1].op: must be one of conv, pool, gap, fc, got 'dense'"),
+    ({"layers": [conv(-4), conv(10), {"op": "gap"}]}, "config.layers[0].out: must be >= 1, got -4"),
+    ({"layers": [conv(8.5), conv(10), {"op": "gap"}]}, "config.layers[0].out: must be an integer, got 8.5"),
+    ({"layers": [conv(8, kernel=2), conv(10), {"op": "gap"}]}, "config.layers[0].kernel: must be odd, got 2"),
+    ({"layers": [conv(8, padding=2), conv(10), {"op": "gap"}]}, "config.layers[0].padding: must be <= 1, got 2"),
+    ({"layers": [conv(8), conv(12), {"op": "gap"}]}, "config.layers[1].out: the output layer must have 10 outputs"),
+    ({"layers": [conv(8), conv(10)]}, "needs exactly one 'gap' layer, found 0"),
+    ({"layers": [conv(8), {"op": "gap"}, conv(10)]}, "config.layers[2]: 'conv' cannot come after the gap layer"),
+    ({"layers": [{"op": "pool"}] * 5 + [conv(10), {"op": "gap"}]}, "config.layers[4]: cannot max-pool a 1x1 map"),
+    ({"layers": [conv(10, 3, 0)] * 14 + [{"op": "gap"}]}, "config.layers[13]: a 3x3 conv does not fit a 2x2 map"),
+    ({"layers": [conv(10), {"op": "gap"}], "recipe": {"dropout": 1.0}}, "config.recipe.dropout: must be < 1, got 1.0"),
+    ({"layers": [conv(10), {"op": "gap"}], "recipe": {"lr": 0}}, "config.recipe.lr: must be > 0, got 0"),
+    ({"layers": [conv(10), {"op": "gap"}], "recipe": {"batch": 64}}, "config.recipe: unknown field 'batch'"),
+    ({"layers": [conv(10), {"op": "gap"}], "recipe": {"optimizer": "rmsprop"}}, "must be 'sgd' or 'adam'"),
+    ({"layers": [conv(10), {"op": "gap"}], "recipe": {"epochs": True}}, "config.recipe.epochs: must be an integer"),
+    ({"layers": [conv(10), {"op": "gap"}], "width": 3}, "config: unknown field 'width'"),
+]
+
+
+@pytest.mark.parametrize("bad,message", BAD, ids=[m for _, m in BAD])
+def test_invalid_configs_name_the_field(bad, message):
+    with pytest.raises(spec.SpecError) as e:
+        spec.from_dict(bad)
+    assert message in str(e.value)
+
+
+def test_load_reports_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  "layers": [\n    {"op": "conv", "out": 10,}\n  ]\n}\n')
+    with pytest.raises(spec.SpecError, match=r"broken.json: line 3, column 30: invalid JSON"):
+        spec.load(path)
+    with pytest.raises(spec.SpecError, match="cannot read config file"):
+        spec.load(tmp_path / "missing.json")
+
+
+def test_unknown_baseline_lists_the_known_ones():
+    with pytest.raises(spec.SpecError, match=r"unknown baseline 'baseline-7'; known: baseline-1, baseline-2"):
+        spec.resolve("baseline-7")
+
+
+def test_spec_imports_neither_torch_nor_optuna():
+    import subprocess
+    import sys
+
+    code = "import sys, nas.spec; sys.exit(bool({'torch', 'optuna'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

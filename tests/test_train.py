@@ -1,0 +1,76 @@
+"""The trainer on real MNIST: it learns, it is deterministic, it follows the recipe."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from nas import data, spec, train
+
+SMALL = spec.from_dict(
+    {
+        "name": "small",
+        "layers": [
+            {"op": "conv", "out": 8},
+            {"op": "pool"},
+            {"op": "conv", "out": 12},
+            {"op": "conv", "out": 10},
+            {"op": "gap"},
+        ],
+        "recipe": {"epochs": 3, "step_size": 1, "gamma": 0.5, "dropout": 0.05, "rotation": 10, "batch_size": 64},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def small_split(mnist):
+    return data.make_split(mnist, "val", train_limit=2000, eval_limit=1000)
+
+
+def accuracies(history):
+    return [(e.train_loss, e.train_acc, e.eval_loss, e.eval_acc) for e in history.epochs]
+
+
+def test_same_seed_same_history_other_seed_differs(small_split):
+    _, a = train.train(SMALL, small_split, seed=3)
+    _, b = train.train(SMALL, small_split, seed=3)
+    _, c = train.train(SMALL, small_split, seed=4)
+    assert accuracies(a) == accuracies(b)
+    assert accuracies(a) != accuracies(c)
+
+
+def test_step_lr_and_callbacks(small_split):
+    seen, steps = [], []
+    _, h = train.train(SMALL, small_split, seed=0, on_epoch=seen.append, on_step=lambda: steps.append(1))
+    assert [e.lr for e in h.epochs] == [0.01, 0.005, 0.0025]
+    assert seen == h.epochs and h.eval_name == "val"
+    assert len(steps) == 3 * 32  # ceil(2000 / 64) steps per epoch
+
+
+def test_raising_from_on_epoch_stops_training(small_split):
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_first(e):
+        seen.append(e.epoch)
+        raise Stop
+
+    with pytest.raises(Stop):
+        train.train(SMALL, small_split, seed=0, on_epoch=stop_after_first)
+    assert seen == [1]
+
+
+def test_adam_and_epochs_override(small_split):
+    config = dataclasses.replace(SMALL, recipe=dataclasses.replace(SMALL.recipe, optimizer="adam", lr=0.003))
+    assert isinstance(train.make_optimizer(torch.nn.Linear(2, 2), config.recipe), torch.optim.Adam)
+    _, h = train.train(config, small_split, seed=0, epochs=1)
+    assert len(h.epochs) == 1 and h.epochs[0].eval_acc > 20  # learning: chance is 10%
+
+
+def test_baseline_6_learns_in_one_epoch_on_full_mnist(mnist):
+    """The real check that the pipeline learns: all 60,000 images, one epoch, the test set."""
+    split = data.make_split(mnist, "test")
+    _, h = train.train(spec.load_baseline("baseline-6"), split, seed=0, epochs=1)
+    assert h.epochs[0].eval_acc >= 98.0
