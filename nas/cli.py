@@ -65,9 +65,13 @@ def cmd_replay(args) -> None:
     display.console.print(display.rf_table(config))
     display.console.print(f"recipe: {display.recipe_line(config.recipe)}; device {device}")
     seeds = list(range(args.seed, args.seed + args.seeds))
-    verdicts = replay.replay(
-        config, seeds, device, mnist, out, args.epochs, args.last_k, args.threshold, args.train_limit
-    )
+    try:
+        verdicts = replay.replay(
+            config, seeds, device, mnist, out, args.epochs, args.last_k, args.threshold, args.train_limit
+        )
+    finally:
+        if not any(out.iterdir()):  # stopped before the first seed finished: leave no empty folder
+            out.rmdir()
     display.console.print(display.verdict_table(config, verdicts, args.last_k, args.threshold))
     display.console.print(f"written: {out}/run.json, {out}/history.csv")
 

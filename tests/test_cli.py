@@ -121,3 +121,15 @@ def test_results_folder_not_created_on_failure(tmp_path):
 def test_console_script_is_the_module():
     r = subprocess.run([sys.executable, "-m", "nas.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("nas ")
+
+
+def test_interrupt_exits_130_and_leaves_no_empty_run_folder(data_dir, tmp_path, monkeypatch):
+    from nas import replay
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay, "replay", interrupted)
+    code = cli.main(["replay", "baseline-6", "--data-dir", str(data_dir), "--results-dir", str(tmp_path)])
+    assert code == 130
+    assert list((tmp_path / "baselines" / "baseline-6").iterdir()) == []
