@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from nas import __version__, spec
 
@@ -44,6 +45,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=99.40, help="test accuracy %% for 'consistent'")
     p.add_argument("--train-limit", type=positive_int, help="train on the first N images only (quick checks)")
     add_common(p)
+
+    p = sub.add_parser("search", help="budget-constrained Optuna search (resumes when run again)")
+    p.add_argument("--budget", type=int, default=8000, help="trained models have fewer parameters (default 8000)")
+    p.add_argument("--trials", type=int, default=200, help="trained trials: completed + pruned (default 200)")
+    p.add_argument("--space", default="default", help="space name (see `nas spaces`) or .toml path")
+    p.add_argument("--study", help="study name (default: <space>-b<budget>)")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--seed", type=int, default=0, help="sampler seed; trial seed = seed + trial number")
+    p.add_argument("--no-baselines", action="store_true", help="do not enqueue the seed's baselines first")
+    p.add_argument("--epochs", type=positive_int, help="override the space's epochs (quick runs)")
+    p.add_argument("--train-limit", type=positive_int, help="first N training images only (quick runs)")
+    p.add_argument("--val-limit", type=positive_int, help="first N validation images only (quick runs)")
+    add_common(p)
+
+    sub.add_parser("spaces", help="list the search spaces and their dimensions")
+
+    p = sub.add_parser("studies", help="list the studies in a storage, or delete one")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--delete", metavar="STUDY", help="delete this study (asks no question: it is gone)")
     return ap
 
 
@@ -92,17 +117,170 @@ def resolve_device(name: str):
     return device
 
 
-COMMANDS = {"replay": cmd_replay}
+def cmd_search(args) -> None:
+    import os
+    import signal
+    import time
+
+    from nas import data, display, report, search
+
+    s = search.Settings(
+        space=args.space,
+        budget=args.budget,
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        study=args.study,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        seed=args.seed,
+        jobs=args.jobs,
+        baselines=not args.no_baselines,
+        device=args.device,
+        data_dir=str(data.data_dir(args.data_dir)),
+        results_dir=args.results_dir,
+        train_limit=args.train_limit,
+        val_limit=args.val_limit,
+        epochs=args.epochs,
+    )
+    sp = search.check(s)  # nothing is written before these checks pass
+    device = resolve_device(args.device)
+    mnist = data.load_mnist(s.data_dir, download=not args.no_download)
+    study = search.open_study(s, sp)
+    failed = search.fail_dead_local_trials(study)
+    queued = search.enqueue_baselines(study, sp, s.budget) if s.baselines else []
+    c0 = search.counts(study)
+    out = display.console.print
+    out(
+        f"study {s.study_name!r} in {search.mask(s.storage_url)}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
+        f"{s.trials} trained trials, {s.jobs} job(s), sampler {s.sampler}, pruner {s.pruner}, device {device}"
+    )
+    if c0["proposed"]:
+        out(
+            f"resuming: {c0['trained']} trained trials kept"
+            + (f", crashed trials failed and re-queued: {failed}" if failed else "")
+        )
+    if queued:
+        out(f"baselines first (those the space and budget admit): {', '.join(queued)}")
+    remaining = max(0, s.trials - c0["trained"])
+    epoch_s = search.estimate_epoch_seconds(s, mnist, device)
+    epochs = s.epochs or sp.epochs
+    full = remaining * epochs * epoch_s / s.jobs
+    out(
+        f"estimate: one epoch ~{epoch_s:.0f} s here; {remaining} trials x {epochs} epochs: at most "
+        f"{display._hms(full)} with no pruning, about {display._hms(full * 0.6)} if pruning saves 40%"
+    )
+    procs = search.start_workers(s)
+    t0, trained0 = time.time(), c0["trained"]
+    try:
+        with display.live() as live:
+            while True:
+                alive = any(p.is_alive() for p in procs)
+                c = search.counts(study)
+                done = c["trained"] - trained0
+                elapsed = time.time() - t0
+                eta = elapsed / done * (s.trials - c["trained"]) if done > 0 else full
+                live.update((c, best_trial(study), s.trials, elapsed, eta))
+                if not alive:
+                    break
+                time.sleep(2)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join()
+        raise UsageError(
+            f"interrupted: {search.counts(study)['trained']} trained trials are kept in the study; "
+            "run the same command to resume"
+        ) from None
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise UsageError(
+            f"a worker exited with code {bad[0]}; the study keeps every finished trial, run again to resume"
+        )
+    out("")
+    frame = report.leaderboard(study)
+    path = report.write_csv(frame, Path(s.results_dir) / s.study_name / "leaderboard.csv")
+    out(display.leaderboard_table(frame))
+    out(f"written: {path}")
+
+
+def best_trial(study):
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def cmd_spaces(args) -> None:
+    from rich.table import Table
+
+    from nas import display, space
+
+    for name in space.space_names():
+        sp = space.load(name)
+        n, _ = space.smallest(sp)
+        t = Table(
+            title=f"{name}: {sp.description} (epochs {sp.epochs}; smallest model {n:,} params)", title_justify="left"
+        )
+        t.add_column("dimension")
+        t.add_column("values")
+        for dim in sp.dims:
+            t.add_row(dim, sp.describe(dim))
+        display.console.print(t)
+
+
+def cmd_studies(args) -> None:
+    import optuna
+    from rich.table import Table
+
+    from nas import display, search
+
+    url = args.storage or f"sqlite:///{Path(args.results_dir) / 'nas.db'}"
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
+    storage = search.open_storage(url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    if args.delete:
+        if args.delete not in [x.study_name for x in summaries]:
+            raise UsageError(f"no study {args.delete!r} in {search.mask(url)}")
+        optuna.delete_study(study_name=args.delete, storage=storage)
+        display.console.print(f"deleted study {args.delete!r} from {search.mask(url)}")
+        return
+    t = Table(title=f"studies in {search.mask(url)}", title_justify="left")
+    for col in ("study", "budget", "space", "trials", "trained", "best val %", "best params"):
+        t.add_column(col, justify="left" if col in ("study", "space") else "right")
+    for x in summaries:
+        ident = x.user_attrs.get("identity", {})
+        study = optuna.load_study(study_name=x.study_name, storage=storage)
+        c = search.counts(study)
+        best = x.best_trial
+        t.add_row(
+            x.study_name,
+            f"{ident.get('budget', '-')}",
+            str(ident.get("space", "-")),
+            str(x.n_trials),
+            str(c["trained"]),
+            f"{best.value:.2f}" if best else "-",
+            f"{best.user_attrs.get('params', 0):,}" if best else "-",
+        )
+    display.console.print(t)
+
+
+COMMANDS = {"replay": cmd_replay, "search": cmd_search, "spaces": cmd_spaces, "studies": cmd_studies}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from nas.data import DataError
     from nas.display import err_console
+    from nas.search import SearchError
+    from nas.space import SpaceError
 
     try:
         COMMANDS[args.command](args)
-    except (spec.SpecError, DataError, UsageError, OSError) as e:
+    except (spec.SpecError, SpaceError, SearchError, DataError, UsageError, OSError) as e:
         err_console.print(f"nas: error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:

@@ -145,3 +145,96 @@ def verdict_table(config: spec.Config, verdicts: list[dict], last_k: int, thresh
             "-",
         )
     return t
+
+
+def search_status(c: dict, best, total: int, elapsed: float, eta: float | None) -> Table:
+    """The live search panel: counts, the best trial so far, time."""
+    t = Table.grid(padding=(0, 2))
+    share = f"{100 * c['infeasible'] / c['proposed']:.0f}%" if c["proposed"] else "-"
+    t.add_row(
+        f"[bold]trained {c['trained']}/{total}[/]",
+        f"completed {c['completed']}",
+        f"pruned {c['pruned']}",
+        f"infeasible {c['infeasible']} ({share} of proposals)",
+        f"running {c['running']}",
+        f"failed {c['failed']}",
+    )
+    if best is not None:
+        a = best.user_attrs
+        t.add_row(
+            f"best: trial {best.number}",
+            f"val {best.value:.2f}%",
+            f"{a.get('params', 0):,} params",
+            f"{a.get('macs', 0):,} MACs",
+            f"RF {a.get('receptive_field', '-')}",
+            "",
+        )
+    t.add_row(f"elapsed {_hms(elapsed)}", f"eta {_hms(eta) if eta is not None else '-'}", "", "", "", "")
+    return t
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def leaderboard_table(frame, top: int = 10) -> Table:
+    t = Table(title=f"leaderboard (top {min(top, len(frame))} of {len(frame)} proposals)", title_justify="left")
+    cols = ["trial", "state", "baseline", "params", "macs", "rf", "value", "best_val", "final_val", "epochs", "seconds"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("state", "baseline") else "right")
+    for _, row in frame.head(top).iterrows():
+        cells = []
+        for col in cols:
+            v = row[col]
+            if v is None or (isinstance(v, float) and v != v):
+                cells.append("-")
+            elif col in ("params", "macs"):
+                cells.append(f"{int(v):,}")
+            elif col in ("value", "best_val", "final_val"):
+                cells.append(f"{v:.2f}")
+            else:
+                cells.append(str(v))
+        t.add_row(*cells)
+    return t
+
+
+class _LogLines:
+    """Live's stand-in when output is not a terminal (nohup, CI): a line per change of counts."""
+
+    def __init__(self):
+        self.last = None
+
+    def update(self, status: tuple) -> None:
+        c, best, total, elapsed, eta = status
+        key = (c["trained"], c["infeasible"], c["running"], c["failed"])
+        if key != self.last:
+            self.last = key
+            line = (
+                f"[{_hms(elapsed)}] trained {c['trained']}/{total}, completed {c['completed']}, pruned "
+                f"{c['pruned']}, infeasible {c['infeasible']}/{c['proposed']}, running {c['running']}, "
+                f"failed {c['failed']}"
+            )
+            if best is not None:
+                line += f"; best trial {best.number}: {best.value:.2f}% ({best.user_attrs.get('params', 0):,} params)"
+            console.print(line + (f"; eta {_hms(eta)}" if eta is not None else ""), highlight=False)
+
+
+class _LiveStatus:
+    def __init__(self, live):
+        self.live = live
+
+    def update(self, status: tuple) -> None:
+        self.live.update(search_status(*status))
+
+
+@contextmanager
+def live():
+    """Yields an object whose update((counts, best, total, elapsed, eta)) shows the search."""
+    if not console.is_terminal:
+        yield _LogLines()
+        return
+    from rich.live import Live
+
+    with Live(console=console, refresh_per_second=2, transient=False) as lv:
+        yield _LiveStatus(lv)

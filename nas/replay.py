@@ -8,7 +8,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -82,7 +82,7 @@ def write_atomic(path: Path, text: str) -> None:
 def run_dir(results_dir: str | Path, config: spec.Config, is_baseline: bool) -> Path:
     """results/baselines/<name>/<UTC time>/ for a baseline, results/runs/<name>/<UTC time>/ else:
     every run gets a new folder, so no run ever overwrites another's evidence."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(results_dir) / ("baselines" if is_baseline else "runs") / (config.name or "config") / stamp
     try:
         out.mkdir(parents=True, exist_ok=False)
@@ -118,7 +118,7 @@ def replay(
         "threshold": threshold,
         "train_limit": train_limit,
         "provenance": provenance(device),
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": [],
     }
     verdicts, rows = [], []
@@ -137,7 +137,7 @@ def replay(
         verdicts.append(verdict(history, last_k, threshold))
         record["runs"].append({**history.to_dict(), "verdict": verdicts[-1]})
         rows += [{"seed": seed, **vars(e)} for e in history.epochs]
-        record["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         write_atomic(out / "run.json", json.dumps(record, indent=2) + "\n")
         frame = pd.DataFrame(rows).rename(columns={"eval_loss": "test_loss", "eval_acc": "test_acc"})
         write_atomic(out / "history.csv", frame.to_csv(index=False, float_format="%.6g"))

@@ -1,0 +1,434 @@
+"""The Optuna study: storage, sampler, pruner, budget gate, objective, resume and workers.
+
+Counting rule: `--trials N` is N *trained* trials (completed, or pruned by the pruner after
+training started). A sample at or over the budget is recorded as PRUNED with the user attribute
+`infeasible` before any training, so TPE's `constraints_func` learns from it and it costs no
+training time; it does not count. Each worker claims a training slot under a file lock before it
+trains, so J local workers never train more than N trials between them.
+
+Each trial trains with seed = study seed + trial number (stored as the `seed` attribute) on the
+validation split (50,000 / 10,000 of the training images); the test set is never read here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import socket
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+import nas
+from nas import data, space, spec, train
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, group
+MIN_EPOCHS_BEFORE_PRUNING = 3  # MedianPruner: first epochs are too noisy to judge
+
+
+class SearchError(ValueError):
+    """Bad settings or a study that cannot be resumed with them; the message says why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    space: str = "default"  # a space name or a .toml path
+    budget: int = 8000  # every trained model has fewer trainable parameters than this
+    trials: int = 200  # trained trials (completed + pruned by the pruner)
+    timeout: float | None = None  # seconds of wall clock for this run
+    storage: str | None = None  # None: sqlite file under results_dir
+    study: str | None = None  # None: "<space>-b<budget>"
+    sampler: str = "tpe"  # "tpe" | "random"
+    pruner: str = "median"  # "median" | "hyperband" | "none"
+    seed: int = 0  # sampler seed; trial training seed = seed + trial number
+    jobs: int = 1  # worker processes on this machine
+    baselines: bool = True  # enqueue the seed's baselines that fit the space and budget
+    device: str = "auto"
+    data_dir: str | None = None
+    results_dir: str = "results"
+    train_limit: int | None = None  # keep the first N training images (smoke runs)
+    val_limit: int | None = None  # keep the first N validation images
+    epochs: int | None = None  # override the space's epochs (smoke runs)
+
+    @property
+    def study_name(self) -> str:
+        return self.study or f"{Path(self.space).stem}-b{self.budget}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{Path(self.results_dir) / 'nas.db'}"
+
+
+# --------------------------------------------------------------------------- storage and study
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats: a trial whose worker died is failed after the grace
+    period and re-queued once by the retry callback (SQLite file by default; PostgreSQL works)."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=30,
+            grace_period=120,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
+    except Exception as e:  # malformed URL, missing driver, unreachable server
+        raise SearchError(f"cannot open storage {mask(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def identity(s: Settings, sp: space.Space) -> dict:
+    """What the study was created with; resuming with anything else is refused."""
+    return {
+        "space": sp.name,
+        "space_sha256": sp.sha256,
+        "budget": s.budget,
+        "epochs": s.epochs or sp.epochs,
+        "split": "train 50000 / val 10000, split seed 0",
+        "train_limit": s.train_limit,
+        "val_limit": s.val_limit,
+    }
+
+
+def make_sampler(s: Settings) -> optuna.samplers.BaseSampler:
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    # multivariate + group: the space is conditional (widths per conv, transition width);
+    # constant_liar: parallel workers do not all propose the same point
+    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, constant_liar=True)
+
+
+def make_pruner(s: Settings) -> optuna.pruners.BasePruner:
+    if s.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=s.epochs or 15, reduction_factor=3)
+    if s.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=MIN_EPOCHS_BEFORE_PRUNING)
+
+
+def open_study(s: Settings, sp: space.Space, create: bool = True) -> optuna.Study:
+    """Create the study, or load it and check it was made with the same space and budget."""
+    storage = open_storage(s.storage_url)
+    names = [x.study_name for x in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if s.study_name not in names and not create:
+        raise SearchError(f"no study {s.study_name!r} in {mask(s.storage_url)}; studies: {', '.join(names) or 'none'}")
+    study = optuna.create_study(
+        study_name=s.study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=make_sampler(s),
+        pruner=make_pruner(s),
+        load_if_exists=True,
+    )
+    want, have = identity(s, sp), study.user_attrs.get("identity")
+    if have is None:
+        study.set_user_attr("identity", want)
+        study.set_user_attr("nas_version", nas.__version__)
+        study.set_user_attr("settings", {k: v for k, v in asdict(s).items() if k not in ("storage",)})
+    elif have != want:
+        diff = ", ".join(
+            f"{k}: study has {have.get(k)!r}, command gives {want[k]!r}" for k in want if have.get(k) != want[k]
+        )
+        raise SearchError(f"study {s.study_name!r} was created with other settings ({diff}); use another --study")
+    return study
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def is_trained(t: optuna.trial.FrozenTrial) -> bool:
+    return bool(t.user_attrs.get("trained")) and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def counts(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    infeasible = sum(1 for t in trials if t.user_attrs.get("infeasible"))
+    return {
+        "trained": sum(1 for t in trials if is_trained(t) and t.state != TrialState.RUNNING),
+        "running": sum(1 for t in trials if is_trained(t) and t.state == TrialState.RUNNING),
+        "completed": sum(1 for t in trials if t.state == TrialState.COMPLETE),
+        "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED and t.user_attrs.get("trained")),
+        "infeasible": infeasible,
+        "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
+        "proposed": sum(1 for t in trials if "params" in t.user_attrs),
+    }
+
+
+@contextmanager
+def claim_lock(s: Settings):
+    """A lock file beside the results: claiming a training slot is count-then-mark, atomically."""
+    path = Path(s.results_dir) / f".{s.study_name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials started on this machine by a process that no longer exists (killed):
+    fail them now, not after the heartbeat's grace period, and re-queue them."""
+    host, failed = socket.gethostname(), []
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") == host and pid and not _alive(pid):
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            retry(study, study._storage.get_trial(t._trial_id))
+            failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def baseline_params(config: spec.Config, sp: space.Space) -> dict | None:
+    """The space's parameters that rebuild `config` exactly, or None when it is outside the space."""
+    layers, r = config.layers, config.recipe
+    ops = [x.op for x in layers]
+    if ops.count("pool") != 1 or r.step_size is None:
+        return None
+    p = ops.index("pool")
+    after = list(layers[p + 1 : ops.index("gap")])
+    v = {"convs_before_pool": p, "pad_first": layers[0].padding, "transition": "none", "transition_width": None}
+    if after and after[0].kernel == 1:
+        v.update(transition="1x1", transition_width=after.pop(0).out)
+    if ops[-1] == "fc":
+        v["head"] = "fc"
+    elif after[-1].kernel == 1:
+        v["head"], after = "conv1x1", after[:-1]
+    else:
+        v["head"] = "conv"
+    v["convs_after_pool"] = len(after)
+    widths = [x.out for x in layers[:p]] + [x.out for x in after]
+    widths = widths[:-1] if v["head"] == "conv" else widths
+    v.update(
+        {
+            k: getattr(r, k)
+            for k in (
+                "optimizer",
+                "lr",
+                "momentum",
+                "weight_decay",
+                "batch_size",
+                "step_size",
+                "gamma",
+                "dropout",
+                "rotation",
+            )
+        }
+    )
+    try:
+        rebuilt = space.build_config(v, [*widths, spec.CLASSES], config.recipe.epochs)
+    except (spec.SpecError, KeyError, IndexError):
+        return None
+    if rebuilt.layers != config.layers:
+        return None
+    params = {k: val for k, val in v.items() if val is not None}
+    params.update({f"width_{i + 1}": w for i, w in enumerate(widths)})
+    if params["optimizer"] != "sgd":
+        params.pop("momentum")
+    for k, val in params.items():
+        name = "width" if k.startswith("width_") else k
+        if not _inside(sp.dims[name], val):
+            return None
+    return {k: val for k, val in params.items() if sp.dims["width" if k.startswith("width_") else k].kind != "const"}
+
+
+def _inside(d: space.Dim, value) -> bool:
+    if d.kind == "const":
+        return d.value == value
+    if d.kind == "choices":
+        return value in d.choices
+    return d.low <= value <= d.high
+
+
+def enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list[str]:
+    """Queue the seed's baselines that the space can express and the budget admits, once:
+    a baseline already trained, running or queued is not queued again."""
+    have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    queued = []
+    for name in spec.baseline_names():
+        config = spec.load_baseline(name)
+        params = baseline_params(config, sp)
+        if params is None or spec.param_count(config) >= budget:
+            continue
+        queued.append(name)
+        if name not in have:
+            study.enqueue_trial(params, user_attrs={"baseline": name})
+    return queued
+
+
+# --------------------------------------------------------------------------- objective and workers
+
+
+def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data.Split, device):
+    epochs = s.epochs or sp.epochs
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        try:
+            config = space.suggest(trial, sp)
+        except spec.SpecError as e:  # a structure that does not fit the image: as good as infeasible
+            trial.set_user_attr("infeasible", f"does not fit: {e}")
+            trial.set_constraint("params_over_budget", 1.0)
+            raise optuna.TrialPruned("infeasible") from None
+        config = replace(config, recipe=replace(config.recipe, epochs=epochs))
+        n = spec.param_count(config)
+        trial.set_user_attr("params", n)
+        trial.set_user_attr("macs", spec.macs(config))
+        trial.set_user_attr("receptive_field", spec.receptive_field(config))
+        trial.set_user_attr("config", config.to_dict())
+        # <= 0 when feasible; TPE puts infeasible trials in its "bad" group, ranked by this
+        trial.set_constraint("params_over_budget", n - s.budget + 1)
+        if n >= s.budget:  # the hard budget: recorded, never trained
+            trial.set_user_attr("infeasible", f"{n} params >= budget {s.budget}")
+            raise optuna.TrialPruned("infeasible")
+        with claim_lock(s):
+            c = counts(study)
+            if c["trained"] + c["running"] >= s.trials:
+                trial.set_user_attr("not_trained", "the requested number of trials was reached")
+                study.stop()
+                raise optuna.TrialPruned("surplus")
+            trial.set_user_attr("trained", True)
+        seed = s.seed + trial.number
+        trial.set_user_attr("seed", seed)
+        history: list[dict] = []
+
+        def on_epoch(e: train.Epoch) -> None:
+            history.append(asdict(e))
+            trial.set_user_attr("history", history)
+            if not math.isfinite(e.train_loss):
+                trial.set_user_attr("fault", f"train loss became {e.train_loss} in epoch {e.epoch}")
+                raise optuna.TrialPruned("non-finite loss")
+            trial.report(e.eval_acc, e.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {e.epoch}")
+
+        t0 = time.perf_counter()
+        try:
+            train.train(config, split, seed, device, on_epoch=on_epoch)
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+        tail = [h["eval_acc"] for h in history[-3:]]
+        return sum(tail) / len(tail)  # mean validation accuracy of the last 3 epochs: rewards stability
+
+    return objective
+
+
+def worker(s: Settings, threads: int | None = None) -> None:
+    """One worker: optimize until the study has `trials` trained trials (or the timeout)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sp = space.load(s.space)
+    study = open_study(s, sp)
+    device = train.pick_device(s.device)
+    mnist = data.load_mnist(s.data_dir, download=False)
+    split = data.make_split(mnist, "val", train_limit=s.train_limit, eval_limit=s.val_limit, device=device)
+
+    def stop_when_done(study: optuna.Study, _trial) -> None:
+        c = counts(study)
+        if c["trained"] + c["running"] >= s.trials:
+            study.stop()
+
+    if counts(study)["trained"] >= s.trials:
+        return
+    study.optimize(
+        objective_for(study, s, sp, split, device),
+        timeout=s.timeout,
+        callbacks=[stop_when_done],
+        catch=(),
+        gc_after_trial=False,
+    )
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def check(s: Settings) -> space.Space:
+    """Every check that can fail before anything is written; returns the space."""
+    if s.budget <= 0:
+        raise SearchError(f"--budget must be a positive number of parameters, got {s.budget}")
+    if s.trials <= 0:
+        raise SearchError(f"--trials must be >= 1, got {s.trials}")
+    if s.jobs <= 0:
+        raise SearchError(f"--jobs must be >= 1, got {s.jobs}")
+    if s.sampler not in ("tpe", "random") or s.pruner not in ("median", "hyperband", "none"):
+        raise SearchError("--sampler is tpe or random; --pruner is median, hyperband or none")
+    sp = space.load(s.space)
+    n, _ = space.smallest(sp)
+    if s.budget <= n:
+        raise SearchError(f"--budget {s.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)")
+    return sp
+
+
+def estimate_epoch_seconds(s: Settings, mnist: dict, device) -> float:
+    """Seconds for one epoch of a seed-sized net on the search's training split, timed on 2,560 images."""
+    config = spec.load_baseline("baseline-6")
+    n_train = min(s.train_limit or 50_000, 50_000)
+    split = data.make_split(mnist, "val", train_limit=2560, eval_limit=1000, device=device)
+    t0 = time.perf_counter()
+    train.train(config, split, seed=0, device=device, epochs=1)
+    return (time.perf_counter() - t0) * n_train / 2560
+
+
+def _child(s: Settings, threads: int) -> None:
+    """Entry point of a worker process: die with the parent (Linux), then work."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    try:
+        worker(s, threads)
+    except KeyboardInterrupt:  # Optuna has already marked the running trial failed
+        raise SystemExit(130) from None
+
+
+def start_workers(s: Settings):
+    """J worker processes, torch threads split between them (two 1-thread trials beat one 2-thread trial)."""
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // s.jobs)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_child, args=(s, threads), daemon=False) for _ in range(s.jobs)]
+    for p in procs:
+        p.start()
+    return procs

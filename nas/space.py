@@ -1,0 +1,271 @@
+"""Search spaces: TOML files that give each dimension of the seed's family a range, and the one
+function that turns a space into `trial.suggest_*` calls and a config.
+
+The family (the seed's, generalised): `convs_before_pool` 3x3 convs (the first two padded when
+`pad_first` = 1, giving RF 32 instead of 28), a 2x2 max-pool, an optional 1x1 `transition` conv,
+`convs_after_pool` 3x3 convs, then the `head`: "conv" (the last 3x3 conv gives the 10 class maps,
+then GAP, as the seed), "conv1x1" (a 1x1 conv to 10 maps, then GAP) or "fc" (GAP, then a linear
+layer). Every conv width is drawn from `width`; the recipe dimensions are the recipe's fields.
+
+A dimension is a constant (`pad_first = 0`), `{int = [lo, hi]}` (optional `step`),
+`{float = [lo, hi]}` (optional `log = true`) or `{choices = [...]}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from nas import spec
+
+# dimension -> (kind of value, lowest allowed, highest allowed, allowed choices or None)
+DIMENSIONS = {
+    "convs_before_pool": (int, 1, 4, None),
+    "pad_first": (int, 0, 1, None),
+    "transition": (str, None, None, ("none", "1x1")),
+    "transition_width": (int, 1, 256, None),
+    "convs_after_pool": (int, 1, 6, None),
+    "width": (int, 1, 256, None),
+    "head": (str, None, None, ("conv", "conv1x1", "fc")),
+    "optimizer": (str, None, None, ("sgd", "adam")),
+    "lr": (float, 1e-6, 10.0, None),
+    "momentum": (float, 0.0, 0.999, None),
+    "weight_decay": (float, 0.0, 0.1, None),
+    "batch_size": (int, 8, 4096, None),
+    "step_size": (int, 1, 100, None),
+    "gamma": (float, 0.01, 1.0, None),
+    "dropout": (float, 0.0, 0.9, None),
+    "rotation": (float, 0.0, 180.0, None),
+}
+TOP_LEVEL = {"description", "epochs", "dimensions"}
+SPACES_PACKAGE = "nas.spaces"
+
+
+class SpaceError(ValueError):
+    """A space file that cannot be used; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class Dim:
+    name: str
+    kind: str  # "const" | "int" | "float" | "choices"
+    low: float | int | None = None
+    high: float | int | None = None
+    step: int = 1
+    log: bool = False
+    choices: tuple = ()
+    value: object = None  # for "const"
+
+    def values(self) -> list:
+        """Every value the dimension can take (ints and choices), for enumerating structures."""
+        if self.kind == "const":
+            return [self.value]
+        if self.kind == "choices":
+            return list(self.choices)
+        if self.kind == "int":
+            return list(range(self.low, self.high + 1, self.step))
+        raise TypeError(f"{self.name} is continuous")
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    path: str  # where it was read from
+    description: str
+    epochs: int
+    dims: dict[str, Dim]
+    sha256: str  # of the file's bytes: a study records it, and refuses another space on resume
+
+    def describe(self, name: str) -> str:
+        d = self.dims[name]
+        if d.kind == "const":
+            return f"{d.value!r}"
+        if d.kind == "choices":
+            return "{" + ", ".join(map(str, d.choices)) + "}"
+        scale = " log" if d.log else ""
+        return f"[{d.low}, {d.high}]" + (f" step {d.step}" if d.step != 1 else "") + scale
+
+
+def _line_of(text: str, key: str) -> int | None:
+    """The line where `key = ...` is written (TOML parsers keep no positions)."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.split("=", 1)[0].strip() == key:
+            return n
+    return None
+
+
+def _dim(name: str, raw: object, where) -> Dim:
+    kind, lo, hi, allowed = DIMENSIONS[name]
+
+    def check(v):
+        if kind is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            raise where(name, f"expected {kind.__name__} values, got {v!r}")
+        if allowed is not None and v not in allowed:
+            raise where(name, f"must be one of {', '.join(allowed)}, got {v!r}")
+        if lo is not None and not lo <= v <= hi:
+            raise where(name, f"{v!r} is out of range [{lo}, {hi}]")
+        return v
+
+    if not isinstance(raw, dict):
+        return Dim(name, "const", value=check(raw))
+    keys = set(raw)
+    if keys == {"choices"}:
+        if not isinstance(raw["choices"], list) or not raw["choices"]:
+            raise where(name, "choices must be a non-empty list")
+        return Dim(name, "choices", choices=tuple(check(v) for v in raw["choices"]))
+    for k in ("int", "float"):
+        if k in keys:
+            extra = keys - {k, "step" if k == "int" else "log"}
+            if extra:
+                raise where(name, f"unknown key {sorted(extra)[0]!r} in {{{k} = ...}}")
+            if kind.__name__ != k:
+                raise where(name, f"is {kind.__name__}-valued: use {{{kind.__name__} = [lo, hi]}} or choices")
+            bounds = raw[k]
+            if not isinstance(bounds, list) or len(bounds) != 2:
+                raise where(name, f"{k} needs [lo, hi], got {bounds!r}")
+            low, high = (check(v) for v in bounds)
+            if low > high:
+                raise where(name, f"lo {low} is above hi {high}")
+            step = raw.get("step", 1)
+            if k == "int" and (not isinstance(step, int) or step < 1):
+                raise where(name, f"step must be a positive integer, got {step!r}")
+            log = raw.get("log", False)
+            if log and low <= 0:
+                raise where(name, "a log scale needs lo > 0")
+            return Dim(name, k, low, high, step=step, log=bool(log))
+    raise where(name, "expected a constant, {int = [lo, hi]}, {float = [lo, hi]} or {choices = [...]}")
+
+
+def parse(text: str, path: str, name: str) -> Space:
+    """Validate a space file's text; every error names the file, the line and the field."""
+
+    def where(field, message):
+        line = _line_of(text, field)
+        return SpaceError(f"{path}{f':{line}' if line else ''}: {field}: {message}")
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpaceError(f"{path}: invalid TOML: {e}") from None
+    unknown = sorted(set(raw) - TOP_LEVEL)
+    if unknown:
+        raise where(unknown[0], f"unknown top-level field (allowed: {', '.join(sorted(TOP_LEVEL))})")
+    epochs = raw.get("epochs", 15)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 15:
+        raise where("epochs", f"must be a whole number from 1 to 15, got {epochs!r}")
+    dims_raw = raw.get("dimensions", {})
+    missing = sorted(set(DIMENSIONS) - set(dims_raw))
+    if missing:
+        raise SpaceError(f"{path}: [dimensions]: missing {', '.join(missing)} (give a constant to fix one)")
+    for key in dims_raw:
+        if key not in DIMENSIONS:
+            raise where(key, f"unknown dimension (known: {', '.join(DIMENSIONS)})")
+    dims = {k: _dim(k, dims_raw[k], where) for k in DIMENSIONS}
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    return Space(name, path, str(raw.get("description", "")), epochs, dims, digest)
+
+
+def space_names() -> list[str]:
+    files = resources.files(SPACES_PACKAGE)
+    return sorted(p.name[: -len(".toml")] for p in files.iterdir() if p.name.endswith(".toml"))
+
+
+def load(name_or_path: str) -> Space:
+    """A space shipped with nas (by name) or a TOML file (by path)."""
+    if name_or_path in space_names():
+        res = resources.files(SPACES_PACKAGE) / f"{name_or_path}.toml"
+        return parse(res.read_text(), f"{name_or_path}.toml", name_or_path)
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise SpaceError(f"cannot read space file {path}: {e.strerror}") from None
+        return parse(text, str(path), path.stem)
+    raise SpaceError(f"unknown space {name_or_path!r}; known: {', '.join(space_names())} (or give a .toml path)")
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _suggest(trial, d: Dim, name: str | None = None):
+    name = name or d.name
+    if d.kind == "const":
+        return d.value
+    if d.kind == "choices":
+        return trial.suggest_categorical(name, list(d.choices))
+    if d.kind == "int":
+        return trial.suggest_int(name, d.low, d.high, step=d.step)
+    return trial.suggest_float(name, d.low, d.high, log=d.log)
+
+
+def build_config(v: dict, widths: list[int], epochs: int, name: str = "") -> spec.Config:
+    """The config of one point of the family: structural values `v` and the conv widths."""
+    n1, n2, pad = v["convs_before_pool"], v["convs_after_pool"], v["pad_first"]
+    layers = [{"op": "conv", "out": w, "padding": pad if i < 2 else 0} for i, w in enumerate(widths[:n1])]
+    layers.append({"op": "pool"})
+    if v["transition"] == "1x1":
+        layers.append({"op": "conv", "out": v["transition_width"], "kernel": 1})
+    layers += [{"op": "conv", "out": w} for w in widths[n1 : n1 + n2]]
+    if v["head"] == "conv":
+        layers[-1]["out"] = spec.CLASSES  # the last 3x3 conv gives the class maps
+        layers.append({"op": "gap"})
+    elif v["head"] == "conv1x1":
+        layers += [{"op": "conv", "out": spec.CLASSES, "kernel": 1}, {"op": "gap"}]
+    else:
+        layers += [{"op": "gap"}, {"op": "fc", "out": spec.CLASSES}]
+    recipe = {k: v[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "step_size", "gamma")}
+    recipe.update(dropout=v["dropout"], rotation=v["rotation"], epochs=epochs)
+    return spec.from_dict({"name": name, "layers": layers, "recipe": recipe})
+
+
+def n_widths(v: dict) -> int:
+    """Conv widths to draw: every 3x3 conv, less the last one when it is the class layer."""
+    return v["convs_before_pool"] + v["convs_after_pool"] - (1 if v["head"] == "conv" else 0)
+
+
+def suggest(trial, space: Space) -> spec.Config:
+    """Every suggest_* of the search in one place: structure first, then widths, then recipe."""
+    conditional = {"transition_width": ("transition", "1x1"), "momentum": ("optimizer", "sgd")}
+    v = {}
+    for name, d in space.dims.items():
+        if name == "width" or (name in conditional and v[conditional[name][0]] != conditional[name][1]):
+            continue
+        v[name] = _suggest(trial, d)
+    v.setdefault("transition_width", None)
+    v.setdefault("momentum", 0.0)
+    widths = [_suggest(trial, space.dims["width"], f"width_{i + 1}") for i in range(n_widths(v))]
+    widths.append(spec.CLASSES)  # the class layer, used only by the "conv" head
+    return build_config(v, widths, space.epochs, name=f"trial-{trial.number}")
+
+
+def smallest(space: Space) -> tuple[int, spec.Config]:
+    """The smallest model the space can produce (parameters grow with every width, so the
+    smallest has every width at its minimum; the structures are enumerated)."""
+    structural = ["convs_before_pool", "pad_first", "transition", "transition_width", "convs_after_pool", "head"]
+    fixed = {
+        k: d.value if d.kind == "const" else (d.low if d.kind in ("int", "float") else d.choices[0])
+        for k, d in space.dims.items()
+    }
+    w_min = min(space.dims["width"].values())
+    tw = space.dims["transition_width"]
+    options = [space.dims[k].values() if k != "transition_width" else [min(tw.values())] for k in structural]
+    best = None
+    for combo in itertools.product(*options):
+        v = {**fixed, **dict(zip(structural, combo, strict=True))}
+        try:
+            config = build_config(v, [w_min] * n_widths(v) + [spec.CLASSES], space.epochs)
+        except spec.SpecError:
+            continue  # a structure that does not fit 28x28
+        n = spec.param_count(config)
+        if best is None or n < best[0]:
+            best = (n, config)
+    if best is None:
+        raise SpaceError(f"{space.path}: no structure of this space fits a 28x28 image")
+    return best

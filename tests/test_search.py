@@ -1,0 +1,131 @@
+"""`nas search` end to end on a small subset of real MNIST: counts, states, resume, bad input."""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas import search
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+NAS = str(Path(sys.executable).parent / "nas")
+QUICK = ["--epochs", "2", "--train-limit", "1500", "--val-limit", "500", "--device", "cpu"]
+
+
+def search_cmd(tmp_path, *extra, trials=3):
+    return [NAS, "search", "--budget", "8000", "--trials", str(trials), "--results-dir", str(tmp_path), *QUICK, *extra]
+
+
+def load(tmp_path, name="default-b8000"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/nas.db")
+
+
+def test_tiny_search_end_to_end(tmp_path, data_dir):
+    r = subprocess.run(search_cmd(tmp_path, "--data-dir", str(data_dir)), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "baselines first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
+    study = load(tmp_path)
+    c = search.counts(study)
+    assert c["trained"] == 3 and c["running"] == 0 and c["failed"] == 0
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert [t.user_attrs.get("baseline") for t in trained[:2]] == ["baseline-6", "baseline-6-rf32"]
+    for t in trained:
+        assert t.user_attrs["params"] < 8000 and t.user_attrs["seed"] == t.number
+        assert len(t.user_attrs["history"]) == 2 and t.state == optuna.trial.TrialState.COMPLETE
+        assert t.intermediate_values.keys() == {1, 2}
+    for t in study.trials:
+        if t.user_attrs.get("infeasible"):
+            assert t.user_attrs["params"] >= 8000 and t.state == optuna.trial.TrialState.PRUNED
+    rows = (tmp_path / "default-b8000" / "leaderboard.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(study.trials)
+    assert study.user_attrs["identity"]["budget"] == 8000
+
+    # the same command again: nothing to do, nothing lost
+    r = subprocess.run(search_cmd(tmp_path, "--data-dir", str(data_dir)), capture_output=True, text=True)
+    assert r.returncode == 0 and "resuming: 3 trained trials kept" in r.stdout
+    assert search.counts(load(tmp_path))["trained"] == 3
+
+    # another budget on the same study is refused, and changes nothing
+    before = len(load(tmp_path).trials)
+    r = subprocess.run([NAS, "search", "--budget", "9000", "--study", "default-b8000", "--results-dir", str(tmp_path),
+                        *QUICK, "--data-dir", str(data_dir)], capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and "was created with other settings (budget: study has 8000" in r.stderr
+    assert len(load(tmp_path).trials) == before
+
+    r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0 and "default-b8000" in r.stdout
+    r = subprocess.run(
+        [NAS, "studies", "--results-dir", str(tmp_path), "--delete", "default-b8000"], capture_output=True
+    )
+    assert r.returncode == 0 and optuna.get_all_study_names(f"sqlite:///{tmp_path}/nas.db") == []
+
+
+def trained_done(tmp_path):
+    try:
+        return search.counts(load(tmp_path))["trained"]
+    except (KeyError, sqlite3.OperationalError, Exception):
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, sig):
+    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--no-baselines", trials=4)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while trained_done(tmp_path) < 1 and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.5)  # let the next trial start training
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    time.sleep(1)  # the workers die with the parent
+    trials = load(tmp_path).trials
+    before = {t.number: t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert before, "no trial completed before the interruption"
+    cut = [t.number for t in trials if t.user_attrs.get("trained") and t.state != optuna.trial.TrialState.COMPLETE]
+    assert cut, "no trial was training when the signal came"
+    if sig == signal.SIGINT:  # the running trial is failed on the spot
+        assert proc.returncode == 2 and "run the same command to resume" in proc.stderr.read()
+        assert all(trials[n].state == optuna.trial.TrialState.FAIL for n in cut)
+    else:  # SIGKILL: left RUNNING; the next run fails it (its process is gone) and re-queues it
+        assert all(trials[n].state == optuna.trial.TrialState.RUNNING for n in cut)
+
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    study = load(tmp_path)
+    c = search.counts(study)
+    assert c["trained"] == 4 and c["running"] == 0
+    after = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    assert all(after[n] == v for n, v in before.items())  # every completed trial kept, unchanged
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert all(study.trials[n].state == optuna.trial.TrialState.FAIL for n in cut)
+    if sig == signal.SIGKILL:
+        retried = [t for t in study.trials if t.system_attrs.get("failed_trial") in cut]
+        assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
+        assert f"crashed trials failed and re-queued: {cut}" in r.stdout
+
+
+BAD = [
+    (["--budget", "0"], "--budget must be a positive number of parameters, got 0"),
+    (["--budget", "1000"], "--budget 1000 is at or below the smallest model of space 'default' (1,352 params)"),
+    (["--trials", "0"], "--trials must be >= 1, got 0"),
+    (["--space", "nowhere"], "unknown space 'nowhere'"),
+    (["--storage", "notadb://x"], "cannot open storage notadb://x"),
+    (
+        ["--storage", "postgresql://nas:secret@127.0.0.1:1/nas"],
+        "cannot open storage postgresql://nas:***@127.0.0.1:1/nas",
+    ),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[m for _, m in BAD])
+def test_bad_search_input(tmp_path, argv, message, data_dir):
+    r = subprocess.run([NAS, "search", "--results-dir", str(tmp_path), "--data-dir", str(data_dir), *argv],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("nas: error: ") and message in r.stderr
+    assert r.stderr.count("\n") == 1 and "secret" not in r.stderr + r.stdout
+    assert not (tmp_path / "nas.db").exists()
