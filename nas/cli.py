@@ -13,6 +13,10 @@ class UsageError(Exception):
     """Bad input that argparse cannot see (an unavailable device, say)."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C: the message says what was kept and how to resume; exit code 130."""
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -28,6 +32,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding MNIST/raw/ (default: $NAS_DATA_DIR, else ~/.cache/nas/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download MNIST")
     p.add_argument("--results-dir", default="results", help="where runs are written (default: results)")
+
+
+def add_confirm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--top", type=positive_int, default=3, help="distinct configurations to confirm (default 3)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds per configuration (default 5)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, help="override the space's epochs (quick runs)")
     p.add_argument("--train-limit", type=positive_int, help="first N training images only (quick runs)")
     p.add_argument("--val-limit", type=positive_int, help="first N validation images only (quick runs)")
+    add_confirm_options(p)
+    p.add_argument("--no-confirm", action="store_true", help="skip the confirmation after the search")
+    add_common(p)
+
+    p = sub.add_parser("confirm", help="retrain a study's top configurations with several seeds, on the test set")
+    p.add_argument("--study", required=True, help="the search study")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--epochs", type=positive_int, help="override the epochs (quick runs)")
+    p.add_argument("--train-limit", type=positive_int, help="first N training images only (quick runs)")
+    add_confirm_options(p)
     add_common(p)
 
     sub.add_parser("spaces", help="list the search spaces and their dimensions")
@@ -118,8 +138,6 @@ def resolve_device(name: str):
 
 
 def cmd_search(args) -> None:
-    import os
-    import signal
     import time
 
     from nas import data, display, report, search
@@ -168,42 +186,96 @@ def cmd_search(args) -> None:
     full = remaining * epochs * epoch_s / s.jobs
     out(
         f"estimate: one epoch ~{epoch_s:.0f} s here; {remaining} trials x {epochs} epochs: at most "
-        f"{display._hms(full)} with no pruning, about {display._hms(full * 0.6)} if pruning saves 40%"
+        f"{display.hms(full)} with no pruning, about {display.hms(full * 0.6)} if pruning saves 40%"
     )
-    procs = search.start_workers(s)
+    procs = search.start_workers(s, s.jobs)
     t0, trained0 = time.time(), c0["trained"]
+
+    def status():
+        c = search.counts(study)
+        done, elapsed = c["trained"] - trained0, time.time() - t0
+        eta = elapsed / done * (s.trials - c["trained"]) if done > 0 else full
+        return c, best_trial(study), s.trials, elapsed, eta
+
+    leaderboard = Path(s.results_dir) / s.study_name / "leaderboard.csv"
     try:
         with display.live() as live:
-            while True:
-                alive = any(p.is_alive() for p in procs)
-                c = search.counts(study)
-                done = c["trained"] - trained0
-                elapsed = time.time() - t0
-                eta = elapsed / done * (s.trials - c["trained"]) if done > 0 else full
-                live.update((c, best_trial(study), s.trials, elapsed, eta))
-                if not alive:
-                    break
-                time.sleep(2)
+            search.supervise(procs, lambda: live.update(status()))
     except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
-        for p in procs:
-            p.join()
-        raise UsageError(
-            f"interrupted: {search.counts(study)['trained']} trained trials are kept in the study; "
-            "run the same command to resume"
+        report.write_csv(report.leaderboard(study), leaderboard)
+        raise Interrupted(
+            f"interrupted: {search.counts(study)['trained']} trained trials are kept in the study "
+            f"(leaderboard: {leaderboard}); run the same command to resume"
         ) from None
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        raise UsageError(
-            f"a worker exited with code {bad[0]}; the study keeps every finished trial, run again to resume"
-        )
     out("")
     frame = report.leaderboard(study)
-    path = report.write_csv(frame, Path(s.results_dir) / s.study_name / "leaderboard.csv")
+    path = report.write_csv(frame, leaderboard)
     out(display.leaderboard_table(frame))
     out(f"written: {path}")
+    if not args.no_confirm:
+        args.study, args.storage = s.study_name, s.storage_url
+        cmd_confirm(args)
+
+
+def cmd_confirm(args) -> None:
+    import time
+
+    from nas import confirm, data, display, report, search
+
+    url = args.storage or f"sqlite:///{Path(args.results_dir) / 'nas.db'}"
+    cs = confirm.Settings(
+        study=args.study,
+        storage=url,
+        top=args.top,
+        seeds=args.seeds,
+        jobs=args.jobs,
+        device=args.device,
+        data_dir=str(data.data_dir(args.data_dir)),
+        epochs=args.epochs,
+        train_limit=args.train_limit,
+    )
+    resolve_device(args.device)
+    data.load_mnist(cs.data_dir, download=not args.no_download)
+    study, conf = confirm.open_confirm_study(cs)
+    search.fail_dead_local_trials(conf)  # units left running by a killed run: failed and re-queued now
+    units = confirm.queue_units(cs, study, conf)
+    out = display.console.print
+    out(
+        f"confirmation: top {cs.top} configurations x {cs.seeds} seeds = {len(units)} runs on all 60,000 training "
+        f"images, test set every epoch; study {cs.confirm_name!r}"
+    )
+    procs = search.start_workers(cs, cs.jobs, target=confirm.worker)
+    t0 = time.time()
+
+    def n_done() -> int:
+        return len(conf.get_trials(deepcopy=False, states=(optuna_state("COMPLETE"),)))
+
+    with display.progress(len(units), "confirm") as (advance, say):
+        seen = [0]
+
+        def poll():
+            done = n_done()
+            for _ in range(done - seen[0]):
+                advance()
+            seen[0] = done
+
+        try:
+            search.supervise(procs, poll)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"interrupted: {n_done()} of {len(units)} confirmation runs are done and kept; "
+                "run the same command to resume"
+            ) from None
+    verdicts = confirm.verdicts(cs, study, conf)
+    out(display.confirm_table(verdicts, cs.last_k, cs.threshold))
+    path = report.write_csv(report.confirmation_frame(verdicts), Path(args.results_dir) / cs.study / "confirmation.csv")
+    out(f"written: {path} ({time.time() - t0:.0f} s)")
+
+
+def optuna_state(name: str):
+    from optuna.trial import TrialState
+
+    return TrialState[name]
 
 
 def best_trial(study):
@@ -245,8 +317,10 @@ def cmd_studies(args) -> None:
     if args.delete:
         if args.delete not in [x.study_name for x in summaries]:
             raise UsageError(f"no study {args.delete!r} in {search.mask(url)}")
-        optuna.delete_study(study_name=args.delete, storage=storage)
-        display.console.print(f"deleted study {args.delete!r} from {search.mask(url)}")
+        doomed = [n for n in (args.delete, f"{args.delete}-confirm") if n in [x.study_name for x in summaries]]
+        for name in doomed:  # a search study and its confirmation go together
+            optuna.delete_study(study_name=name, storage=storage)
+        display.console.print(f"deleted {', '.join(map(repr, doomed))} from {search.mask(url)}")
         return
     t = Table(title=f"studies in {search.mask(url)}", title_justify="left")
     for col in ("study", "budget", "space", "trials", "trained", "best val %", "best params"):
@@ -268,11 +342,20 @@ def cmd_studies(args) -> None:
     display.console.print(t)
 
 
-COMMANDS = {"replay": cmd_replay, "search": cmd_search, "spaces": cmd_spaces, "studies": cmd_studies}
+COMMANDS = {
+    "replay": cmd_replay,
+    "search": cmd_search,
+    "confirm": cmd_confirm,
+    "spaces": cmd_spaces,
+    "studies": cmd_studies,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     from nas.data import DataError
     from nas.display import err_console
     from nas.search import SearchError
@@ -283,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     except (spec.SpecError, SpaceError, SearchError, DataError, UsageError, OSError) as e:
         err_console.print(f"nas: error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2
+    except Interrupted as e:
+        err_console.print(f"nas: {e}", highlight=False, markup=False, soft_wrap=True)
+        return 130
     except KeyboardInterrupt:
         err_console.print("nas: interrupted", highlight=False)
         return 130

@@ -169,11 +169,11 @@ def search_status(c: dict, best, total: int, elapsed: float, eta: float | None) 
             f"RF {a.get('receptive_field', '-')}",
             "",
         )
-    t.add_row(f"elapsed {_hms(elapsed)}", f"eta {_hms(eta) if eta is not None else '-'}", "", "", "", "")
+    t.add_row(f"elapsed {hms(elapsed)}", f"eta {hms(eta) if eta is not None else '-'}", "", "", "", "")
     return t
 
 
-def _hms(seconds: float) -> str:
+def hms(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -211,13 +211,13 @@ class _LogLines:
         if key != self.last:
             self.last = key
             line = (
-                f"[{_hms(elapsed)}] trained {c['trained']}/{total}, completed {c['completed']}, pruned "
+                f"[{hms(elapsed)}] trained {c['trained']}/{total}, completed {c['completed']}, pruned "
                 f"{c['pruned']}, infeasible {c['infeasible']}/{c['proposed']}, running {c['running']}, "
                 f"failed {c['failed']}"
             )
             if best is not None:
                 line += f"; best trial {best.number}: {best.value:.2f}% ({best.user_attrs.get('params', 0):,} params)"
-            console.print(line + (f"; eta {_hms(eta)}" if eta is not None else ""), highlight=False)
+            console.print(line + (f"; eta {hms(eta)}" if eta is not None else ""), highlight=False)
 
 
 class _LiveStatus:
@@ -238,3 +238,37 @@ def live():
 
     with Live(console=console, refresh_per_second=2, transient=False) as lv:
         yield _LiveStatus(lv)
+
+
+def confirm_table(verdicts: list[dict], last_k: int, threshold: float) -> Table:
+    """Every confirmed configuration: per-seed final and min-of-last-K test accuracy, mean ± std, verdict."""
+    rule = f"consistent = every seed >= {threshold:.2f} in each of the last {last_k} epochs"
+    t = Table(title=f"confirmation on the test set ({rule})", title_justify="left")
+    for col in (
+        "trial",
+        "params",
+        "MACs",
+        "val %",
+        "seeds",
+        "final test % per seed",
+        f"min last {last_k} per seed",
+        "mean ± std",
+        "consistent",
+    ):
+        t.add_column(col, justify="right")
+    for v in verdicts:
+        finals = " ".join(f"{r['final']:.2f}" for r in v["per_seed"])
+        mins = " ".join(f"{r['min_last_k']:.2f}" for r in v["per_seed"])
+        mean = f"{v['mean']:.2f} ± {v['std']:.2f}" if v["mean"] is not None else "-"
+        t.add_row(
+            str(v["trial"]),
+            f"{v['params']:,}",
+            f"{v['macs']:,}",
+            f"{v['val']:.2f}",
+            f"{v['seeds_done']}/{v['seeds_wanted']}",
+            finals,
+            mins,
+            mean,
+            "yes" if v["consistent"] else "no",
+        )
+    return t

@@ -51,3 +51,23 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_csv(tmp, index=False, float_format="%.6g")
     os.replace(tmp, path)
     return path
+
+
+def confirmation_frame(verdicts: list[dict]) -> pd.DataFrame:
+    """One row per (configuration, seed) with the configuration's summary beside it."""
+    rows = []
+    for v in verdicts:
+        for r in v["per_seed"]:
+            rows.append(
+                {
+                    "trial": v["trial"],
+                    "params": v["params"],
+                    "macs": v["macs"],
+                    "val": v["val"],
+                    **r,
+                    "config_mean": v["mean"],
+                    "config_std": v["std"],
+                    "config_consistent": v["consistent"],
+                }
+            )
+    return pd.DataFrame(rows)

@@ -55,6 +55,7 @@ class Settings:
     train_limit: int | None = None  # keep the first N training images (smoke runs)
     val_limit: int | None = None  # keep the first N validation images
     epochs: int | None = None  # override the space's epochs (smoke runs)
+    worker: int = 0  # index of this worker process: its sampler seed is seed + 7919 * worker
 
     @property
     def study_name(self) -> str:
@@ -110,11 +111,14 @@ def identity(s: Settings, sp: space.Space) -> dict:
 
 
 def make_sampler(s: Settings) -> optuna.samplers.BaseSampler:
+    """Seeded per worker: workers with one seed would propose the same points during TPE's
+    random start-up trials."""
+    seed = s.seed + 7919 * s.worker
     if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # multivariate + group: the space is conditional (widths per conv, transition width);
     # constant_liar: parallel workers do not all propose the same point
-    return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
 def make_pruner(s: Settings) -> optuna.pruners.BasePruner:
@@ -143,7 +147,7 @@ def open_study(s: Settings, sp: space.Space, create: bool = True) -> optuna.Stud
     if have is None:
         study.set_user_attr("identity", want)
         study.set_user_attr("nas_version", nas.__version__)
-        study.set_user_attr("settings", {k: v for k, v in asdict(s).items() if k not in ("storage",)})
+        study.set_user_attr("settings", {k: v for k, v in asdict(s).items() if k not in ("storage", "worker")})
     elif have != want:
         diff = ", ".join(
             f"{k}: study has {have.get(k)!r}, command gives {want[k]!r}" for k in want if have.get(k) != want[k]
@@ -407,7 +411,7 @@ def estimate_epoch_seconds(s: Settings, mnist: dict, device) -> float:
     return (time.perf_counter() - t0) * n_train / 2560
 
 
-def _child(s: Settings, threads: int) -> None:
+def _child(target, settings, threads: int) -> None:
     """Entry point of a worker process: die with the parent (Linux), then work."""
     try:
         import ctypes
@@ -417,18 +421,49 @@ def _child(s: Settings, threads: int) -> None:
     except (OSError, AttributeError):
         pass
     try:
-        worker(s, threads)
+        target(settings, threads)
     except KeyboardInterrupt:  # Optuna has already marked the running trial failed
         raise SystemExit(130) from None
 
 
-def start_workers(s: Settings):
-    """J worker processes, torch threads split between them (two 1-thread trials beat one 2-thread trial)."""
+def supervise(procs, poll, every: float = 2.0) -> None:
+    """Call poll() every `every` seconds until the workers exit. Ctrl-C is passed on to them (each
+    fails its running trial and stops) and re-raised once they have stopped."""
+    import signal
+
+    try:
+        while True:
+            alive = any(p.is_alive() for p in procs)
+            poll()
+            if not alive:
+                break
+            time.sleep(every)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join()
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if bad:
+        raise SearchError(
+            f"a worker exited with code {bad[0]}; the study keeps every finished trial: run the same command to resume"
+        )
+
+
+def with_index(settings, i: int):
+    return replace(settings, worker=i) if hasattr(settings, "worker") else settings
+
+
+def start_workers(settings, jobs: int, target=None):
+    """`jobs` worker processes running target(settings, threads) (default: the search worker),
+    torch threads split between them (two 1-thread trials beat one 2-thread trial here)."""
     import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // s.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(s, threads), daemon=False) for _ in range(s.jobs)]
+    procs = [ctx.Process(target=_child, args=(target or worker, with_index(settings, i), threads)) for i in range(jobs)]
     for p in procs:
         p.start()
     return procs

@@ -1,7 +1,6 @@
 """`nas search` end to end on a small subset of real MNIST: counts, states, resume, bad input."""
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,7 +25,8 @@ def load(tmp_path, name="default-b8000"):
 
 
 def test_tiny_search_end_to_end(tmp_path, data_dir):
-    r = subprocess.run(search_cmd(tmp_path, "--data-dir", str(data_dir)), capture_output=True, text=True)
+    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--top", "2", "--seeds", "2")
+    r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "baselines first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
     study = load(tmp_path)
@@ -45,10 +45,26 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     assert len(rows) == 1 + len(study.trials)
     assert study.user_attrs["identity"]["budget"] == 8000
 
-    # the same command again: nothing to do, nothing lost
-    r = subprocess.run(search_cmd(tmp_path, "--data-dir", str(data_dir)), capture_output=True, text=True)
+    # confirmation: the top 2 distinct configurations by validation, 2 seeds each, each unit once
+    confirm = load(tmp_path, "default-b8000-confirm")
+    done = [t for t in confirm.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best_two = sorted((t for t in trained), key=lambda t: -t.value)[:2]
+    assert sorted((t.user_attrs["source_trial"], t.user_attrs["seed"]) for t in done) == sorted(
+        (t.number, seed) for t in best_two for seed in (0, 1)
+    )
+    for t in done:
+        assert len(t.user_attrs["history"]) == 2 and t.value == t.user_attrs["history"][-1]["eval_acc"]
+    verdicts = study.user_attrs["confirmation"]["verdicts"]
+    assert [v["trial"] for v in verdicts] == [t.number for t in best_two]
+    assert all(v["seeds_done"] == 2 and v["consistent"] is False for v in verdicts)  # 2 epochs on 1,500 images
+    assert len((tmp_path / "default-b8000" / "confirmation.csv").read_text().splitlines()) == 1 + 4
+
+    # the same command again: nothing to train, nothing lost, no unit trained twice
+    r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "resuming: 3 trained trials kept" in r.stdout
     assert search.counts(load(tmp_path))["trained"] == 3
+    again = load(tmp_path, "default-b8000-confirm").trials
+    assert len([t for t in again if t.state == optuna.trial.TrialState.COMPLETE]) == 4
 
     # another budget on the same study is refused, and changes nothing
     before = len(load(tmp_path).trials)
@@ -68,19 +84,27 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
 def trained_done(tmp_path):
     try:
         return search.counts(load(tmp_path))["trained"]
-    except (KeyError, sqlite3.OperationalError, Exception):
+    except Exception:  # no study yet
         return 0
+
+
+def training_now(tmp_path):
+    try:
+        running = load(tmp_path).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    except Exception:
+        return False
+    return any(t.user_attrs.get("trained") for t in running)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, sig):
-    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--no-baselines", trials=4)
+    longer = ["--epochs", "3", "--train-limit", "4000"]  # trials of a few seconds: time to catch one training
+    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--no-baselines", "--no-confirm", *longer, trials=4)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while trained_done(tmp_path) < 1 and time.time() < deadline:
-        time.sleep(0.5)
-    time.sleep(1.5)  # let the next trial start training
-    proc.send_signal(sig)
+    deadline = time.time() + 300
+    while not (trained_done(tmp_path) >= 1 and training_now(tmp_path)) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)  # one trial completed, another in training
     proc.wait(timeout=60)
     time.sleep(1)  # the workers die with the parent
     trials = load(tmp_path).trials
@@ -89,7 +113,8 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, si
     cut = [t.number for t in trials if t.user_attrs.get("trained") and t.state != optuna.trial.TrialState.COMPLETE]
     assert cut, "no trial was training when the signal came"
     if sig == signal.SIGINT:  # the running trial is failed on the spot
-        assert proc.returncode == 2 and "run the same command to resume" in proc.stderr.read()
+        assert proc.returncode == 130 and "run the same command to resume" in proc.stderr.read()
+        assert (tmp_path / "default-b8000" / "leaderboard.csv").exists()
         assert all(trials[n].state == optuna.trial.TrialState.FAIL for n in cut)
     else:  # SIGKILL: left RUNNING; the next run fails it (its process is gone) and re-queues it
         assert all(trials[n].state == optuna.trial.TrialState.RUNNING for n in cut)

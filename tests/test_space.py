@@ -113,3 +113,13 @@ def test_bad_space_files_name_file_line_and_field(tmp_path, text, message):
 def test_unknown_space():
     with pytest.raises(space.SpaceError, match="unknown space 'tiny'; known: default"):
         space.load("tiny")
+
+
+def test_workers_sample_different_points():
+    """Two workers with one --seed: their samplers must not propose the same start-up points."""
+    first = []
+    for worker in (0, 1, 0):
+        study = optuna.create_study(sampler=search.make_sampler(search.Settings(worker=worker)))
+        trial = study.ask()
+        first.append(space.suggest(trial, DEFAULT))
+    assert first[0] != first[1] and first[0] == first[2]

@@ -1,0 +1,171 @@
+"""Confirmation: the top K distinct configurations of a search, by validation accuracy, retrained
+on all 60,000 training images with N seeds each and evaluated on the test set every epoch.
+
+The units (configuration, seed) are the trials of a second study, "<study>-confirm", in the same
+storage: they are queued once, each worker pops one at a time (the RDB storage hands a queued
+trial to exactly one worker), a crashed unit is failed by the heartbeat and re-queued, and
+re-running the command resumes. The verdicts are stored on the search study.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, replace
+
+import optuna
+from optuna.trial import TrialState
+
+from nas import data, search, spec, train
+
+
+@dataclass(frozen=True)
+class Settings:
+    study: str  # the search study
+    storage: str  # its storage URL
+    top: int = 3  # distinct configurations
+    seeds: int = 5  # seeds per configuration: 0 .. seeds-1
+    jobs: int = 1
+    device: str = "auto"
+    data_dir: str | None = None
+    last_k: int = 3  # "consistent": every seed >= threshold in each of the last K epochs
+    threshold: float = 99.40
+    epochs: int | None = None  # override (smoke runs)
+    train_limit: int | None = None  # smoke runs
+
+    @property
+    def confirm_name(self) -> str:
+        return f"{self.study}-confirm"
+
+
+def top_configs(study: optuna.Study, k: int) -> list[tuple[int, spec.Config]]:
+    """The K best completed trials by validation value whose configurations differ (name aside)."""
+    done = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), key=lambda t: -t.value)
+    seen, picked = set(), []
+    for t in done:
+        config = spec.from_dict(t.user_attrs["config"])
+        key = json.dumps({"layers": [x.to_dict() for x in config.layers], "recipe": config.to_dict()["recipe"]})
+        if key not in seen:
+            seen.add(key)
+            picked.append((t.number, config))
+        if len(picked) == k:
+            break
+    return picked
+
+
+def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
+    storage = search.open_storage(s.storage)
+    names = optuna.get_all_study_names(storage)
+    if s.study not in names:
+        raise search.SearchError(
+            f"no study {s.study!r} in {search.mask(s.storage)}; studies: {', '.join(names) or 'none'}"
+        )
+    study = optuna.load_study(study_name=s.study, storage=storage)
+    confirm = optuna.create_study(
+        study_name=s.confirm_name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(),
+        load_if_exists=True,
+    )
+    return study, confirm
+
+
+def queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
+    """Queue every (source trial, seed) unit not yet done, running or queued; returns all units."""
+    picked = top_configs(study, s.top)
+    if not picked:
+        raise search.SearchError(f"study {s.study!r} has no completed trial to confirm yet")
+    live = {
+        (t.user_attrs.get("source_trial"), t.user_attrs.get("seed"))
+        for t in confirm.get_trials(deepcopy=False)
+        if t.state != TrialState.FAIL
+    }
+    units = [(n, seed) for n, _ in picked for seed in range(s.seeds)]
+    for n, seed in units:
+        if (n, seed) not in live:
+            confirm.enqueue_trial({"source_trial": n, "seed": seed}, user_attrs={"source_trial": n, "seed": seed})
+    return units
+
+
+def worker(s: Settings, threads: int | None = None) -> None:
+    """Pop queued units until none is left; train each on the full training set, test every epoch."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study, confirm = open_confirm_study(s)
+    device = train.pick_device(s.device)
+    split = data.make_split(
+        data.load_mnist(s.data_dir, download=False), "test", train_limit=s.train_limit, device=device
+    )
+    sources = {t.number: t for t in study.get_trials(deepcopy=False)}
+
+    def objective(trial: optuna.Trial) -> float:
+        if "source_trial" not in trial.user_attrs:  # nothing queued: this worker is done
+            trial.study.stop()
+            raise optuna.TrialPruned("no unit left")
+        n = trial.suggest_int("source_trial", 0, 10**9)
+        seed = trial.suggest_int("seed", 0, 10**6)
+        config = spec.from_dict(sources[n].user_attrs["config"])
+        if s.epochs:
+            config = replace(config, recipe=replace(config.recipe, epochs=s.epochs))
+        trial.set_user_attr("params", spec.param_count(config))
+        history: list[dict] = []
+
+        def on_epoch(e: train.Epoch) -> None:
+            history.append(vars(e).copy())
+            trial.set_user_attr("history", history)
+
+        train.train(config, split, seed, device, on_epoch=on_epoch)
+        return history[-1]["eval_acc"]
+
+    def stop_when_empty(study: optuna.Study, _trial) -> None:
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.stop()
+
+    if confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        confirm.optimize(objective, callbacks=[stop_when_empty], catch=(), gc_after_trial=False)
+
+
+def verdicts(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[dict]:
+    """One verdict per confirmed configuration, in validation order; stored on the search study."""
+    units: dict[int, list] = {}
+    for t in confirm.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        units.setdefault(t.user_attrs["source_trial"], []).append(t)
+    out = []
+    for n, config in top_configs(study, s.top):
+        runs = sorted(units.get(n, []), key=lambda t: t.user_attrs["seed"])
+        per_seed = []
+        for t in runs:
+            acc = [h["eval_acc"] for h in t.user_attrs["history"]]
+            tail = acc[-s.last_k :]
+            per_seed.append(
+                {
+                    "seed": t.user_attrs["seed"],
+                    "final": acc[-1],
+                    "best": max(acc),
+                    "min_last_k": min(tail),
+                    "consistent": min(tail) >= s.threshold,
+                }
+            )
+        finals = [r["final"] for r in per_seed]
+        out.append(
+            {
+                "trial": n,
+                "params": spec.param_count(config),
+                "macs": spec.macs(config),
+                "val": study.trials[n].value,
+                "seeds_done": len(per_seed),
+                "seeds_wanted": s.seeds,
+                "per_seed": per_seed,
+                "mean": statistics.mean(finals) if finals else None,
+                "std": statistics.stdev(finals) if len(finals) > 1 else 0.0 if finals else None,
+                "consistent": len(per_seed) == s.seeds and all(r["consistent"] for r in per_seed),
+            }
+        )
+    study.set_user_attr(
+        "confirmation", {"top": s.top, "seeds": s.seeds, "last_k": s.last_k, "threshold": s.threshold, "verdicts": out}
+    )
+    return out
