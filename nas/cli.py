@@ -351,8 +351,21 @@ COMMANDS = {
 }
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop a run cleanly (KeyboardInterrupt), even where the shell started
+    nas with SIGINT ignored (a background job of a script)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    stop_on_signals()
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

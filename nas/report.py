@@ -29,7 +29,9 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
                 "params": t.user_attrs.get("params"),
                 "macs": t.user_attrs.get("macs"),
                 "rf": t.user_attrs.get("receptive_field"),
-                "value": t.value,  # mean validation accuracy of the last 3 epochs (completed trials)
+                # mean validation accuracy of the last 3 epochs; completed trials only (Optuna gives a
+                # pruned trial its last intermediate value, which is not comparable)
+                "value": t.value if t.state == TrialState.COMPLETE else None,
                 "best_val": max(acc) if acc else None,
                 "final_val": acc[-1] if acc else None,
                 "epochs": len(acc),

@@ -413,13 +413,15 @@ def estimate_epoch_seconds(s: Settings, mnist: dict, device) -> float:
 
 def _child(target, settings, threads: int) -> None:
     """Entry point of a worker process: die with the parent (Linux), then work."""
+    import signal
+
     try:
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # passed on by the parent on Ctrl-C
     try:
         target(settings, threads)
     except KeyboardInterrupt:  # Optuna has already marked the running trial failed

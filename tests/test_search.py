@@ -154,3 +154,23 @@ def test_bad_search_input(tmp_path, argv, message, data_dir):
     assert r.returncode == 2 and r.stderr.startswith("nas: error: ") and message in r.stderr
     assert r.stderr.count("\n") == 1 and "secret" not in r.stderr + r.stdout
     assert not (tmp_path / "nas.db").exists()
+
+
+def test_leaderboard_ranks_completed_trials_first():
+    from nas import report
+
+    study = optuna.create_study(direction="maximize")
+    for i, (state, value) in enumerate([("COMPLETE", 98.0), ("PRUNED", 99.5), ("COMPLETE", 99.0)]):
+        trial = study.ask()
+        trial.set_user_attr("trained", True)
+        trial.set_user_attr("params", 5000 + i)
+        trial.set_user_attr("history", [{"eval_acc": value}])
+        trial.report(value, 1)
+        if state == "COMPLETE":
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    frame = report.leaderboard(study)
+    assert frame["trial"].tolist() == [2, 0, 1]
+    assert frame["state"].tolist() == ["complete", "complete", "pruned"]
+    assert frame["value"].isna().tolist() == [False, False, True] and frame["best_val"].tolist() == [99.0, 98.0, 99.5]
