@@ -241,8 +241,8 @@ def cmd_confirm(args) -> None:
     units = confirm.queue_units(cs, study, conf)
     out = display.console.print
     out(
-        f"confirmation: top {cs.top} configurations x {cs.seeds} seeds = {len(units)} runs on all 60,000 training "
-        f"images, test set every epoch; study {cs.confirm_name!r}"
+        f"confirmation: top {cs.top} configurations x {cs.seeds} seeds = {len(units)} runs on "
+        f"{cs.train_limit or 60_000:,} training images, test set every epoch; study {cs.confirm_name!r}"
     )
     procs = search.start_workers(cs, cs.jobs, target=confirm.worker)
     t0 = time.time()
@@ -257,6 +257,8 @@ def cmd_confirm(args) -> None:
             done = n_done()
             for _ in range(done - seen[0]):
                 advance()
+            if done != seen[0]:
+                say(f"[{display.hms(time.time() - t0)}] {done} of {len(units)} confirmation runs done")
             seen[0] = done
 
         try:

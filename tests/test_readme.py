@@ -34,3 +34,18 @@ def test_readme_replay_numbers_come_from_the_committed_run():
         ]
         row = "| " + " | ".join(cells) + " |"
         assert row in text
+
+
+def test_readme_single_seed_baseline_rows_come_from_the_committed_runs():
+    from nas import spec
+
+    text = (REPO / "README.md").read_text()
+    rows = re.findall(
+        r"^\| `(baseline-[\w-]+)` \| ([\d,]+) \| ([\d.]+) \(.*?\) \| ([\d.]+) \(.*?\) \| ([\d.]+) \|$", text, re.M
+    )
+    assert len(rows) == 4
+    for name, params, train, best, final in rows:
+        (run,) = (REPO / "results" / "baselines" / name).glob("*/run.json")
+        v = json.loads(run.read_text())["runs"][0]["verdict"]
+        assert int(params.replace(",", "")) == spec.param_count(spec.load_baseline(name))
+        assert (train, best, final) == (f"{v['best_train']:.2f}", f"{v['best']:.2f}", f"{v['final']:.2f}")
