@@ -220,7 +220,7 @@ def cmd_search(args) -> None:
 def cmd_confirm(args) -> None:
     import time
 
-    from nas import confirm, data, display, report, search
+    from nas import confirm, data, display, search
 
     url = args.storage or f"sqlite:///{Path(args.results_dir) / 'nas.db'}"
     cs = confirm.Settings(
@@ -264,14 +264,23 @@ def cmd_confirm(args) -> None:
         try:
             search.supervise(procs, poll)
         except KeyboardInterrupt:
+            write_confirmation(cs, study, conf, args.results_dir)  # the runs finished so far
             raise Interrupted(
                 f"interrupted: {n_done()} of {len(units)} confirmation runs are done and kept; "
                 "run the same command to resume"
             ) from None
-    verdicts = confirm.verdicts(cs, study, conf)
+    verdicts, path = write_confirmation(cs, study, conf, args.results_dir)
     out(display.confirm_table(verdicts, cs.last_k, cs.threshold))
-    path = report.write_csv(report.confirmation_frame(verdicts), Path(args.results_dir) / cs.study / "confirmation.csv")
     out(f"written: {path} ({time.time() - t0:.0f} s)")
+
+
+def write_confirmation(cs, study, conf, results_dir: str):
+    """Verdicts of the runs finished so far: stored on the study and written as CSV."""
+    from nas import confirm, report
+
+    verdicts = confirm.verdicts(cs, study, conf)
+    path = report.write_csv(report.confirmation_frame(verdicts), Path(results_dir) / cs.study / "confirmation.csv")
+    return verdicts, path
 
 
 def optuna_state(name: str):
