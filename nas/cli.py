@@ -220,9 +220,11 @@ def cmd_search(args) -> None:
 def cmd_confirm(args) -> None:
     import time
 
+    from optuna.trial import TrialState
+
     from nas import confirm, data, display, search
 
-    url = args.storage or f"sqlite:///{Path(args.results_dir) / 'nas.db'}"
+    url = args.storage or search.default_storage(args.results_dir)
     cs = confirm.Settings(
         study=args.study,
         storage=url,
@@ -248,7 +250,7 @@ def cmd_confirm(args) -> None:
     t0 = time.time()
 
     def n_done() -> int:
-        return len(conf.get_trials(deepcopy=False, states=(optuna_state("COMPLETE"),)))
+        return len(conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     with display.progress(len(units), "confirm") as (advance, say):
         seen = [0]
@@ -283,12 +285,6 @@ def write_confirmation(cs, study, conf, results_dir: str):
     return verdicts, path
 
 
-def optuna_state(name: str):
-    from optuna.trial import TrialState
-
-    return TrialState[name]
-
-
 def best_trial(study):
     try:
         return study.best_trial
@@ -320,7 +316,7 @@ def cmd_studies(args) -> None:
 
     from nas import display, search
 
-    url = args.storage or f"sqlite:///{Path(args.results_dir) / 'nas.db'}"
+    url = args.storage or search.default_storage(args.results_dir)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
     storage = search.open_storage(url)

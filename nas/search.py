@@ -63,10 +63,15 @@ class Settings:
 
     @property
     def storage_url(self) -> str:
-        return self.storage or f"sqlite:///{Path(self.results_dir) / 'nas.db'}"
+        return self.storage or default_storage(self.results_dir)
 
 
 # --------------------------------------------------------------------------- storage and study
+
+
+def default_storage(results_dir: str) -> str:
+    """The embedded default: one SQLite file under the results folder (optuna-dashboard opens it)."""
+    return f"sqlite:///{Path(results_dir) / 'nas.db'}"
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
