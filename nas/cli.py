@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from nas import __version__, spec
@@ -47,6 +48,27 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="replay a seed baseline (or a config file) over seeds, on the test set")
     p.add_argument("name", nargs="?", help="baseline name (see --list) or path to a config JSON file")
     p.add_argument("--list", action="store_true", help="list the baselines and exit")
+    add_run_options(p)
+
+    p = sub.add_parser("train", help="train one config (a file, or a study's trial) over seeds, on the test set")
+    p.add_argument("--config", help="a config JSON file (the schema of `nas replay`)")
+    p.add_argument("--trial", type=int, help="a trial number of --study")
+    p.add_argument("--study", help="the study of --trial")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    add_run_options(p)
+
+    p = sub.add_parser("export", help="write a confirmed configuration: config, weights, ONNX, model.py")
+    p.add_argument("--study", required=True, help="a confirmed search study")
+    p.add_argument("--rank", type=positive_int, default=1, help="which confirmed configuration (default 1)")
+    p.add_argument("--seed", type=int, help="whose weights (default: the seed with the median test accuracy)")
+    p.add_argument("--out", required=True, help="folder to write")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    p.add_argument("--results-dir", default="results", help="holds nas.db and artifacts/ (default: results)")
+    add_commands(sub)
+    return ap
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=positive_int, default=1, help="number of seeds (default 1)")
     p.add_argument("--seed", type=int, default=0, help="first seed; runs use seed, seed+1, ... (default 0)")
     p.add_argument("--epochs", type=positive_int, help="override the recipe's epochs")
@@ -55,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--train-limit", type=positive_int, help="train on the first N images only (quick checks)")
     add_common(p)
 
+
+def add_commands(sub) -> None:
     p = sub.add_parser("search", help="budget-constrained Optuna search (resumes when run again)")
     p.add_argument("--budget", type=int, default=8000, help="trained models have fewer parameters (default 8000)")
     p.add_argument("--trials", type=int, default=200, help="trained trials: completed + pruned (default 200)")
@@ -64,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random"])
-    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    p.add_argument("--pruner", default="hyperband", choices=["hyperband", "median", "none"])
     p.add_argument("--seed", type=int, default=0, help="sampler seed; trial seed = seed + trial number")
     p.add_argument("--no-baselines", action="store_true", help="do not enqueue the seed's baselines first")
     p.add_argument("--epochs", type=positive_int, help="override the space's epochs (quick runs)")
@@ -83,27 +107,64 @@ def parser() -> argparse.ArgumentParser:
     add_confirm_options(p)
     add_common(p)
 
+    p = sub.add_parser("report", help="write a study's leaderboard, summary and figures; attach them to the study")
+    p.add_argument("--study", required=True, help="the search study")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    add_common(p)
+
+    p = sub.add_parser("dashboard", help="open a storage in optuna-dashboard (loopback only by default)")
+    p.add_argument("--study", help="print the URL of this study's page")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
+    p.add_argument("--results-dir", default="results", help="holds nas.db and artifacts/ (default: results)")
+
     sub.add_parser("spaces", help="list the search spaces and their dimensions")
 
     p = sub.add_parser("studies", help="list the studies in a storage, or delete one")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
     p.add_argument("--results-dir", default="results")
     p.add_argument("--delete", metavar="STUDY", help="delete this study (asks no question: it is gone)")
-    return ap
 
 
 def cmd_replay(args) -> None:
-    from nas import data, display, replay
+    from nas import display
 
     if args.list:
         display.console.print(display.baselines_table([spec.load_baseline(n) for n in spec.baseline_names()]))
         return
     if not args.name:
         raise UsageError("replay needs a baseline name or a config file; `nas replay --list` shows the baselines")
-    config = spec.resolve(args.name)
+    run_replay(args, spec.resolve(args.name), is_baseline=args.name in spec.baseline_names())
+
+
+def cmd_train(args) -> None:
+    """One config (a file, or a trial of a study), trained and tested exactly as `nas replay` does."""
+    from nas import search
+
+    if bool(args.config) == bool(args.trial is not None):
+        raise UsageError("train needs either --config FILE or --trial N --study S")
+    if args.config:
+        config = spec.load(args.config)
+    else:
+        if not args.study:
+            raise UsageError("--trial needs --study S (see `nas studies`)")
+        study = search.load_study(args.storage or search.default_storage(args.results_dir), args.study)
+        trials = {t.number: t for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs}
+        if args.trial not in trials:
+            raise UsageError(
+                f"study {args.study!r} has no trial {args.trial} with a config; trials 0-{len(study.trials) - 1}"
+            )
+        config = spec.from_dict(trials[args.trial].user_attrs["config"])
+        config = replace(config, name=f"{args.study}-trial-{args.trial}")
+    run_replay(args, config, is_baseline=False)
+
+
+def run_replay(args, config: spec.Config, is_baseline: bool) -> None:
+    from nas import data, display, replay
+
     device = resolve_device(args.device)
     mnist = data.load_mnist(args.data_dir, download=not args.no_download)
-    is_baseline = args.name in spec.baseline_names()
     out = replay.run_dir(args.results_dir, config, is_baseline)
 
     display.console.print(display.summary_table(config))
@@ -184,9 +245,15 @@ def cmd_search(args) -> None:
     epoch_s = search.estimate_epoch_seconds(s, mnist, device)
     epochs = s.epochs or sp.epochs
     full = remaining * epochs * epoch_s / s.jobs
+    saved = search.MEASURED_SAVING[s.pruner]
     out(
         f"estimate: one epoch ~{epoch_s:.0f} s here; {remaining} trials x {epochs} epochs: at most "
-        f"{display.hms(full)} with no pruning, about {display.hms(full * 0.6)} if pruning saves 40%"
+        f"{display.hms(full)} without pruning"
+        + (
+            f", about {display.hms(full * (1 - saved))} if {s.pruner} saves {saved:.0%} of the epochs as measured"
+            if saved
+            else ""
+        )
     )
     procs = search.start_workers(s, s.jobs)
     t0, trained0 = time.time(), c0["trained"]
@@ -211,6 +278,7 @@ def cmd_search(args) -> None:
     frame = report.leaderboard(study)
     path = report.write_csv(frame, leaderboard)
     out(display.leaderboard_table(frame))
+    out(display.summary_line(report.summary(study)))
     out(f"written: {path}")
     if not args.no_confirm:
         args.study, args.storage = s.study_name, s.storage_url
@@ -235,6 +303,7 @@ def cmd_confirm(args) -> None:
         data_dir=str(data.data_dir(args.data_dir)),
         epochs=args.epochs,
         train_limit=args.train_limit,
+        artifacts=str(Path(args.results_dir) / "artifacts"),
     )
     resolve_device(args.device)
     data.load_mnist(cs.data_dir, download=not args.no_download)
@@ -290,6 +359,58 @@ def best_trial(study):
         return study.best_trial
     except ValueError:
         return None
+
+
+def cmd_export(args) -> None:
+    from nas import display, export, search
+
+    url = args.storage or search.default_storage(args.results_dir)
+    search.load_study(url, args.study)  # a clear error for an unknown study or storage
+    info = export.from_study(
+        url, args.study, args.rank, args.seed, Path(args.out), str(Path(args.results_dir) / "artifacts")
+    )
+    display.console.print(
+        f"exported trial {info['trial']} of {args.study!r} (rank {info['rank']}, seed {info['seed']} of "
+        f"{info['seeds_confirmed']}): {info['params']:,} params, {info['macs']:,} MACs, test {info['test_acc']:.2f}% "
+        f"-> {args.out}/ config.json weights.pt model.onnx model.py export.json"
+    )
+
+
+def cmd_report(args) -> None:
+    from nas import data, display, report, search
+
+    url = args.storage or search.default_storage(args.results_dir)
+    study = search.load_study(url, args.study)
+    mnist = data.load_mnist(args.data_dir, download=not args.no_download)
+    artifacts = str(Path(args.results_dir) / "artifacts")
+    files = report.write_report(study, Path(args.results_dir), artifacts, mnist)
+    summary = next(p for p in files if p.name == "summary.md")
+    note = summary.read_text().split("## The seed's baselines")[0]
+    uploaded = report.attach(study, [p for p in files if p.suffix in (".png", ".md")], artifacts, note)
+    for p in files:
+        display.console.print(f"written: {p}")
+    display.console.print(f"attached to study {args.study!r}: {uploaded} new or changed files, and its note")
+
+
+def cmd_dashboard(args) -> None:
+    import optuna_dashboard
+
+    from nas import confirm, display, search
+
+    url = args.storage or search.default_storage(args.results_dir)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
+    storage = search.open_storage(url)
+    page = f"http://{args.host}:{args.port}/dashboard"
+    if args.study:
+        study = search.load_study(url, args.study)
+        page += f"/studies/{study._study_id}"
+    display.console.print(f"optuna-dashboard on {search.mask(url)}: {page}  (Ctrl-C stops it)")
+    artifacts = confirm.artifact_store(str(Path(args.results_dir) / "artifacts"))
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=artifacts)
+    except OSError as e:
+        raise UsageError(f"cannot serve on {args.host}:{args.port}: {e.strerror}; try another --port") from None
 
 
 def cmd_spaces(args) -> None:
@@ -351,6 +472,10 @@ def cmd_studies(args) -> None:
 
 COMMANDS = {
     "replay": cmd_replay,
+    "train": cmd_train,
+    "export": cmd_export,
+    "report": cmd_report,
+    "dashboard": cmd_dashboard,
     "search": cmd_search,
     "confirm": cmd_confirm,
     "spaces": cmd_spaces,
@@ -378,12 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     from nas.data import DataError
     from nas.display import err_console
+    from nas.export import ExportError
     from nas.search import SearchError
     from nas.space import SpaceError
 
     try:
         COMMANDS[args.command](args)
-    except (spec.SpecError, SpaceError, SearchError, DataError, UsageError, OSError) as e:
+    except (spec.SpecError, SpaceError, SearchError, DataError, ExportError, UsageError, OSError) as e:
         err_console.print(f"nas: error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except Interrupted as e:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -32,6 +34,7 @@ class Settings:
     threshold: float = 99.40
     epochs: int | None = None  # override (smoke runs)
     train_limit: int | None = None  # smoke runs
+    artifacts: str = "results/artifacts"  # where each run's final weights are stored (Optuna artifacts)
 
     @property
     def confirm_name(self) -> str:
@@ -54,16 +57,10 @@ def top_configs(study: optuna.Study, k: int) -> list[tuple[int, spec.Config]]:
 
 
 def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
-    storage = search.open_storage(s.storage)
-    names = optuna.get_all_study_names(storage)
-    if s.study not in names:
-        raise search.SearchError(
-            f"no study {s.study!r} in {search.mask(s.storage)}; studies: {', '.join(names) or 'none'}"
-        )
-    study = optuna.load_study(study_name=s.study, storage=storage)
+    study = search.load_study(s.storage, s.study)
     confirm = optuna.create_study(
         study_name=s.confirm_name,
-        storage=storage,
+        storage=study._storage,
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(),
         load_if_exists=True,
@@ -118,7 +115,8 @@ def worker(s: Settings, threads: int | None = None) -> None:
             history.append(vars(e).copy())
             trial.set_user_attr("history", history)
 
-        train.train(config, split, seed, device, on_epoch=on_epoch)
+        model, _ = train.train(config, split, seed, device, on_epoch=on_epoch)
+        save_weights(trial, model, s.artifacts)
         return history[-1]["eval_acc"]
 
     def stop_when_empty(study: optuna.Study, _trial) -> None:
@@ -127,6 +125,45 @@ def worker(s: Settings, threads: int | None = None) -> None:
 
     if confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         confirm.optimize(objective, callbacks=[stop_when_empty], catch=(), gc_after_trial=False)
+
+
+def artifact_store(folder: str) -> optuna.artifacts.FileSystemArtifactStore:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(folder)
+
+
+def save_weights(trial: optuna.Trial, model, folder: str) -> None:
+    """The run's final state_dict (a few tens of kB) as an Optuna artifact of its trial; its id is
+    kept in the `weights` attribute, so the report and the export never train again."""
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pt"
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=artifact_store(folder), file_path=str(path), study_or_trial=trial
+        )
+    trial.set_user_attr("weights", artifact_id)
+
+
+def load_weights(trial: optuna.trial.FrozenTrial, folder: str) -> dict:
+    """The state_dict a confirmation run stored (loaded with weights_only=True: no pickle code)."""
+    import torch
+
+    artifact_id = trial.user_attrs.get("weights")
+    if artifact_id is None:
+        raise search.SearchError(f"confirmation run {trial.number} has no stored weights (confirmed by an older nas?)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pt"
+        try:
+            optuna.artifacts.download_artifact(
+                artifact_store=artifact_store(folder), file_path=str(path), artifact_id=artifact_id
+            )
+        except Exception as e:
+            raise search.SearchError(
+                f"cannot read the weights of confirmation run {trial.number} from {folder}: {e}"
+            ) from None
+        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def verdicts(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[dict]:

@@ -199,6 +199,17 @@ def leaderboard_table(frame, top: int = 10) -> Table:
     return t
 
 
+def summary_line(x: dict) -> str:
+    """One sentence: what the search proposed, trained and saved by pruning."""
+    saved = 1 - x["epochs_trained"] / x["epochs_without_pruning"] if x["epochs_without_pruning"] else 0.0
+    return (
+        f"{x['proposed']} proposals, {x['infeasible']} infeasible ({100 * x['infeasible_share']:.0f}%, never "
+        f"trained); {x['trained']} trained: {x['completed']} completed, {x['pruned']} pruned; "
+        f"{x['epochs_trained']} of {x['epochs_without_pruning']} epochs trained ({100 * saved:.0f}% saved by "
+        f"pruning), {hms(x['train_seconds'])} of trial time summed over workers"
+    )
+
+
 class _LogLines:
     """Live's stand-in when output is not a terminal (nohup, CI): a line per change of counts."""
 
@@ -216,7 +227,11 @@ class _LogLines:
                 f"failed {c['failed']}"
             )
             if best is not None:
-                line += f"; best trial {best.number}: {best.value:.2f}% ({best.user_attrs.get('params', 0):,} params)"
+                a = best.user_attrs
+                line += (
+                    f"; best trial {best.number}: {best.value:.2f}% "
+                    f"({a.get('params', 0):,} params, {a.get('macs', 0):,} MACs)"
+                )
             console.print(line + (f"; eta {hms(eta)}" if eta is not None else ""), highlight=False)
 
 

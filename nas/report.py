@@ -46,6 +46,29 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
     return frame.sort_values(["value", "best_val"], ascending=False, na_position="last").reset_index(drop=True)
 
 
+def summary(study: optuna.Study) -> dict:
+    """The search in numbers: proposals, infeasible share, trained trials by state, and the epochs
+    trained against those a search without pruning would have trained."""
+    trials = study.get_trials(deepcopy=False)
+    epochs = study.user_attrs.get("identity", {}).get("epochs", 15)
+    trained = [t for t in trials if t.user_attrs.get("trained") and t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    proposed = [t for t in trials if "params" in t.user_attrs or t.user_attrs.get("infeasible")]
+    infeasible = sum(1 for t in proposed if t.user_attrs.get("infeasible"))
+    done = sum(len(t.user_attrs.get("history", [])) for t in trained)
+    return {
+        "proposed": len(proposed),
+        "infeasible": infeasible,
+        "infeasible_share": infeasible / len(proposed) if proposed else 0.0,
+        "trained": len(trained),
+        "completed": sum(1 for t in trained if t.state == TrialState.COMPLETE),
+        "pruned": sum(1 for t in trained if t.state == TrialState.PRUNED),
+        "failed": sum(1 for t in trials if t.user_attrs.get("trained") and t.state == TrialState.FAIL),
+        "epochs_trained": done,
+        "epochs_without_pruning": len(trained) * epochs,
+        "train_seconds": sum(t.user_attrs.get("seconds", 0.0) for t in trained),
+    }
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,3 +96,256 @@ def confirmation_frame(verdicts: list[dict]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- nas report
+
+
+def replayed(results_dir: Path, name: str) -> dict | None:
+    """The latest committed replay of a baseline: seeds, mean final and best test accuracy."""
+    import json
+
+    runs = sorted((results_dir / "baselines" / name).glob("*/run.json"))
+    if not runs:
+        return None
+    record = json.loads(runs[-1].read_text())
+    v = [r["verdict"] for r in record["runs"]]
+    return {
+        "seeds": len(v),
+        "final": sum(x["final"] for x in v) / len(v),
+        "best": max(x["best"] for x in v),
+        "train_limit": record.get("train_limit"),
+        "path": str(runs[-1].parent),
+    }
+
+
+def baselines_frame(study: optuna.Study, results_dir: Path) -> pd.DataFrame:
+    """The seed's baselines: its reported numbers, our replays, and their trial in this study."""
+    from nas import spec
+
+    in_study = {
+        t.user_attrs.get("baseline"): t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")
+    }
+    rows = []
+    for name in spec.baseline_names():
+        config = spec.load_baseline(name)
+        rep = config.reported or spec.Reported()
+        ours = replayed(results_dir, name)
+        t = in_study.get(name)
+        rows.append(
+            {
+                "baseline": name,
+                "params": spec.param_count(config),
+                "macs": spec.macs(config),
+                "rf": spec.receptive_field(config),
+                "seed_train_%": rep.train_acc,
+                "seed_test_%": rep.test_acc,
+                "replay_seeds": ours["seeds"] if ours else None,
+                "replay_final_test_%": round(ours["final"], 2) if ours else None,
+                "replay_best_test_%": round(ours["best"], 2) if ours else None,
+                "trial": t.number if t else None,
+                "trial_state": t.state.name.lower() if t else None,
+                "trial_val_%": round(t.value, 2) if t is not None and t.state == TrialState.COMPLETE else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A pandas frame as a markdown table (no extra dependency: pandas' to_markdown needs tabulate)."""
+    cells = frame.astype(object).where(frame.notna(), "-")
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}" if not v.is_integer() else f"{int(v):,}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def verdicts_frame(verdicts: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "trial": v["trial"],
+                "params": v["params"],
+                "MACs": v["macs"],
+                "val %": v["val"],
+                "final test % per seed": " ".join(f"{r['final']:.2f}" for r in v["per_seed"]),
+                "min last 3 per seed": " ".join(f"{r['min_last_k']:.2f}" for r in v["per_seed"]),
+                "mean ± std": f"{v['mean']:.2f} ± {v['std']:.2f}" if v["mean"] is not None else "-",
+                "consistent": "yes" if v["consistent"] else "no",
+            }
+            for v in verdicts
+        ]
+    )
+
+
+def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: dict | None) -> list[Path]:
+    """Everything `nas report` writes to results/<study>/: leaderboard.csv, summary.md and the
+    figures. Reads the storage and the stored weights; never trains."""
+    from nas import figures, spec
+
+    out = results_dir / study.study_name
+    ident = study.user_attrs.get("identity", {})
+    budget = ident.get("budget", 8000)
+    frame = leaderboard(study)
+    files = [write_csv(frame, out / "leaderboard.csv")]
+    title = f"{study.study_name}: validation accuracy vs parameters (budget {budget:,})"
+    files.append(figures.params_vs_accuracy(frame, budget, out / "params_vs_accuracy.png", title))
+    for kind in ("optimization_history", "param_importances", "intermediate_values"):
+        files.append(figures.optuna_plot(kind, study, out / f"{kind}.png"))
+
+    verdicts = [v for v in study.user_attrs.get("confirmation", {}).get("verdicts", []) if v["seeds_done"]]
+    best = None
+    if verdicts:
+        conf = optuna.load_study(study_name=f"{study.study_name}-confirm", storage=study._storage)
+        runs = confirmation_runs(conf)
+        curves = {
+            f"trial {v['trial']} ({v['params']:,} params)": [
+                [h["eval_acc"] for h in runs[(v["trial"], r["seed"])].user_attrs["history"]] for r in v["per_seed"]
+            ]
+            for v in verdicts
+        }
+        files.append(figures.confirmation_curves(curves, out / "confirmation_curves.png"))
+        best = max(verdicts, key=lambda v: v["mean"])
+        if mnist is not None and all(
+            runs[(best["trial"], r["seed"])].user_attrs.get("weights") for r in best["per_seed"]
+        ):
+            files += best_model_figures(study, best, runs, artifacts, mnist, out)
+
+    settings = study.user_attrs.get("settings", {})
+    shown = ("trials", "jobs", "sampler", "pruner", "seed", "train_limit", "val_limit")
+    lines = [
+        f"# Study `{study.study_name}`",
+        "",
+        f"Space `{ident.get('space')}` (sha256 {str(ident.get('space_sha256'))[:12]}), budget {budget:,} parameters, "
+        f"{ident.get('epochs')} epochs, {ident.get('split')}; "
+        + ", ".join(f"{k} {settings[k]}" for k in shown if settings.get(k) is not None)
+        + f"; nas {study.user_attrs.get('nas_version')}.",
+        "",
+        display_summary(summary(study)),
+        "",
+        "## Top configurations, confirmed on the test set",
+        "",
+        markdown(verdicts_frame(verdicts)) if verdicts else "No confirmation yet: `nas confirm --study NAME`.",
+        "",
+    ]
+    if best is not None:
+        config = spec.from_dict(study.trials[best["trial"]].user_attrs["config"])
+        rf = pd.DataFrame(spec.rf_table(config), columns=spec.RF_COLUMNS)
+        lines += [
+            f"## Best confirmed configuration: trial {best['trial']} ({best['params']:,} params, "
+            f"{best['macs']:,} MACs, mean final test {best['mean']:.2f}%)",
+            "",
+            "```json",
+            compact_json(config),
+            "```",
+            "",
+            markdown(rf),
+            "",
+        ]
+    lines += [
+        "## The seed's baselines",
+        "",
+        "Seed: the numbers the seed reported (one run). Replay: `nas replay NAME` (latest committed run under "
+        "results/baselines/). Trial: the baseline as a trial of this study (validation split).",
+        "",
+        markdown(baselines_frame(study, results_dir)),
+        "",
+        "## Figures",
+        "",
+    ]
+    lines += [f"![{p.stem}]({p.name})" for p in files if p is not None and p.suffix == ".png"]
+    files.append(_write_text(out / "summary.md", "\n".join(lines) + "\n"))
+    return [p for p in files if p is not None]
+
+
+def display_summary(x: dict) -> str:
+    from nas import display
+
+    return display.summary_line(x)
+
+
+def confirmation_runs(conf: optuna.Study) -> dict:
+    return {
+        (t.user_attrs["source_trial"], t.user_attrs["seed"]): t
+        for t in conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+
+
+def best_model_figures(study, best: dict, runs: dict, artifacts: str, mnist: dict, out: Path) -> list[Path]:
+    """Confusion matrix and misclassified digits of the best confirmed configuration, with the
+    stored weights of its median seed (inference only)."""
+    import numpy as np
+    import torch
+
+    from nas import confirm, data, export, figures, spec
+    from nas.model import build
+
+    seeds = {r["seed"]: r["final"] for r in best["per_seed"]}
+    seed = export.pick_seed(seeds, None)
+    config = spec.from_dict(study.trials[best["trial"]].user_attrs["config"])
+    model = build(config)
+    model.load_state_dict(confirm.load_weights(runs[(best["trial"], seed)], artifacts))
+    split = data.make_split(mnist, "test")
+    with torch.inference_mode():
+        pred = torch.cat([model.eval()(x).argmax(1) for x in split.eval_x.split(2000)]).numpy()
+    true = split.eval_y.numpy()
+    matrix = np.zeros((10, 10), dtype=int)
+    np.add.at(matrix, (true, pred), 1)
+    wrong = np.flatnonzero(pred != true)
+    name = f"trial {best['trial']}, seed {seed}: {100 * (1 - len(wrong) / len(true)):.2f}% test, {len(wrong)} errors"
+    return [
+        figures.confusion(matrix, out / "confusion_matrix.png", name),
+        figures.misclassified(
+            mnist["test_x"][wrong].numpy(), true[wrong], pred[wrong], out / "misclassified.png", name
+        ),
+    ]
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) -> int:
+    """Upload the report's files to the study as Optuna artifacts (optuna-dashboard shows them
+    beside the trials) and save `note` as the study's dashboard note. A file is uploaded again
+    only when its content changed; returns how many were uploaded."""
+    import hashlib
+
+    import optuna_dashboard
+
+    from nas import confirm
+
+    store = confirm.artifact_store(artifacts)
+    known = dict(study.user_attrs.get("report_artifacts", {}))
+    uploaded = 0
+    for path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if known.get(path.name, {}).get("sha256") == digest:
+            continue
+        artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+        known[path.name] = {"sha256": digest, "artifact_id": artifact_id}
+        uploaded += 1
+    study.set_user_attr("report_artifacts", known)
+    optuna_dashboard.save_note(study, note)
+    return uploaded
+
+
+def compact_json(config) -> str:
+    """The config as JSON with one line per layer: short enough to read in a report."""
+    import json
+
+    d = config.to_dict()
+    layers = ",\n".join(f"    {json.dumps(x)}" for x in d["layers"])
+    name, recipe = json.dumps(d["name"]), json.dumps(d["recipe"])
+    return f'{{\n  "name": {name},\n  "layers": [\n{layers}\n  ],\n  "recipe": {recipe}\n}}'

@@ -25,3 +25,33 @@ def mnist(data_dir):
     from nas.data import load_mnist
 
     return load_mnist(data_dir)
+
+
+NAS = str(Path(__import__("sys").executable).parent / "nas")
+
+
+def run_nas(*argv: str):
+    import subprocess
+
+    return subprocess.run([NAS, *map(str, argv)], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def confirmed(tmp_path_factory, data_dir) -> Path:
+    """A results folder with a real one-epoch study "one": 3 trained trials on 1,500 images, the
+    best confirmed with 3 seeds (weights stored as artifacts). Shared by export, report and
+    dashboard tests."""
+    results = tmp_path_factory.mktemp("confirmed")
+    quick = ["--epochs", "1", "--train-limit", "1500", "--val-limit", "500", "--device", "cpu"]
+    r = run_nas("search", "--budget", "8000", "--trials", "3", "--no-baselines", "--study", "one", *quick,
+                "--top", "1", "--seeds", "3", "--data-dir", data_dir, "--results-dir", results)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return results
+
+
+@pytest.fixture(scope="session")
+def reported(confirmed, data_dir) -> Path:
+    """`confirmed`, after `nas report --study one` (figures and note attached to the study)."""
+    r = run_nas("report", "--study", "one", "--results-dir", confirmed, "--data-dir", data_dir)
+    assert r.returncode == 0, r.stderr
+    return confirmed

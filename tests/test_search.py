@@ -17,38 +17,55 @@ QUICK = ["--epochs", "2", "--train-limit", "1500", "--val-limit", "500", "--devi
 
 
 def search_cmd(tmp_path, *extra, trials=3):
-    return [NAS, "search", "--budget", "8000", "--trials", str(trials), "--results-dir", str(tmp_path), *QUICK, *extra]
+    return [
+        NAS,
+        "search",
+        "--budget",
+        "8000",
+        "--trials",
+        str(trials),
+        "--results-dir",
+        str(tmp_path),
+        *QUICK,
+        "--study",
+        "tiny",
+        *extra,
+    ]
 
 
-def load(tmp_path, name="default-b8000"):
+def load(tmp_path, name="tiny"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/nas.db")
 
 
 def test_tiny_search_end_to_end(tmp_path, data_dir):
-    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--top", "2", "--seeds", "2")
+    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--top", "2", "--seeds", "2", trials=6)
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "baselines first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
+    assert "epochs trained" in r.stdout
     study = load(tmp_path)
     c = search.counts(study)
-    assert c["trained"] == 3 and c["running"] == 0 and c["failed"] == 0
+    assert c["trained"] == 6 and c["running"] == 0 and c["failed"] == 0
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
     assert [t.user_attrs.get("baseline") for t in trained[:2]] == ["baseline-6", "baseline-6-rf32"]
+    states = {t.state for t in trained}
+    assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}  # hyperband pruned some
     for t in trained:
         assert t.user_attrs["params"] < 8000 and t.user_attrs["seed"] == t.number
-        assert len(t.user_attrs["history"]) == 2 and t.state == optuna.trial.TrialState.COMPLETE
-        assert t.intermediate_values.keys() == {1, 2}
+        epochs = 2 if t.state == optuna.trial.TrialState.COMPLETE else 1  # pruned after its first epoch
+        assert len(t.user_attrs["history"]) == epochs and t.intermediate_values.keys() == set(range(1, epochs + 1))
     for t in study.trials:
         if t.user_attrs.get("infeasible"):
             assert t.user_attrs["params"] >= 8000 and t.state == optuna.trial.TrialState.PRUNED
-    rows = (tmp_path / "default-b8000" / "leaderboard.csv").read_text().splitlines()
+    rows = (tmp_path / "tiny" / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 1 + len(study.trials)
     assert study.user_attrs["identity"]["budget"] == 8000
 
     # confirmation: the top 2 distinct configurations by validation, 2 seeds each, each unit once
-    confirm = load(tmp_path, "default-b8000-confirm")
+    confirm = load(tmp_path, "tiny-confirm")
     done = [t for t in confirm.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    best_two = sorted((t for t in trained), key=lambda t: -t.value)[:2]
+    completed = [t for t in trained if t.state == optuna.trial.TrialState.COMPLETE]
+    best_two = sorted(completed, key=lambda t: -t.value)[:2]
     assert sorted((t.user_attrs["source_trial"], t.user_attrs["seed"]) for t in done) == sorted(
         (t.number, seed) for t in best_two for seed in (0, 1)
     )
@@ -57,27 +74,25 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     verdicts = study.user_attrs["confirmation"]["verdicts"]
     assert [v["trial"] for v in verdicts] == [t.number for t in best_two]
     assert all(v["seeds_done"] == 2 and v["consistent"] is False for v in verdicts)  # 2 epochs on 1,500 images
-    assert len((tmp_path / "default-b8000" / "confirmation.csv").read_text().splitlines()) == 1 + 4
+    assert len((tmp_path / "tiny" / "confirmation.csv").read_text().splitlines()) == 1 + 4
 
     # the same command again: nothing to train, nothing lost, no unit trained twice
     r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0 and "resuming: 3 trained trials kept" in r.stdout
-    assert search.counts(load(tmp_path))["trained"] == 3
-    again = load(tmp_path, "default-b8000-confirm").trials
+    assert r.returncode == 0 and "resuming: 6 trained trials kept" in r.stdout
+    assert search.counts(load(tmp_path))["trained"] == 6
+    again = load(tmp_path, "tiny-confirm").trials
     assert len([t for t in again if t.state == optuna.trial.TrialState.COMPLETE]) == 4
 
     # another budget on the same study is refused, and changes nothing
     before = len(load(tmp_path).trials)
-    r = subprocess.run([NAS, "search", "--budget", "9000", "--study", "default-b8000", "--results-dir", str(tmp_path),
+    r = subprocess.run([NAS, "search", "--budget", "9000", "--study", "tiny", "--results-dir", str(tmp_path),
                         *QUICK, "--data-dir", str(data_dir)], capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 2 and "was created with other settings (budget: study has 8000" in r.stderr
     assert len(load(tmp_path).trials) == before
 
     r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 0 and "default-b8000" in r.stdout
-    r = subprocess.run(
-        [NAS, "studies", "--results-dir", str(tmp_path), "--delete", "default-b8000"], capture_output=True
-    )
+    assert r.returncode == 0 and "tiny" in r.stdout
+    r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path), "--delete", "tiny"], capture_output=True)
     assert r.returncode == 0 and optuna.get_all_study_names(f"sqlite:///{tmp_path}/nas.db") == []
 
 
@@ -114,7 +129,7 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, si
     assert cut, "no trial was training when the signal came"
     if sig == signal.SIGINT:  # the running trial is failed on the spot
         assert proc.returncode == 130 and "run the same command to resume" in proc.stderr.read()
-        assert (tmp_path / "default-b8000" / "leaderboard.csv").exists()
+        assert (tmp_path / "tiny" / "leaderboard.csv").exists()
         assert all(trials[n].state == optuna.trial.TrialState.FAIL for n in cut)
     else:  # SIGKILL: left RUNNING; the next run fails it (its process is gone) and re-queues it
         assert all(trials[n].state == optuna.trial.TrialState.RUNNING for n in cut)
@@ -174,3 +189,51 @@ def test_leaderboard_ranks_completed_trials_first():
     assert frame["trial"].tolist() == [2, 0, 1]
     assert frame["state"].tolist() == ["complete", "complete", "pruned"]
     assert frame["value"].isna().tolist() == [False, False, True] and frame["best_val"].tolist() == [99.0, 98.0, 99.5]
+
+
+def test_default_study_names_keep_quick_runs_apart():
+    assert search.Settings(budget=8000).study_name == "default-b8000"
+    quick = search.Settings(budget=8000, epochs=8, train_limit=10000)
+    assert quick.study_name == "default-b8000-e8-t10000"
+    assert search.Settings(space="x/mine.toml", budget=5000, val_limit=500).study_name == "mine-b5000-v500"
+    assert search.Settings(study="s", epochs=2).study_name == "s"
+
+
+def _pop_queued(url: str, out) -> None:
+    """A worker that pops queued trials until none is left, as study.optimize does."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.load_study(study_name="race", storage=search.open_storage(url))
+    got = []
+    try:
+        while True:
+            trial = study.ask()
+            if "i" not in trial.user_attrs:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+            got.append(trial.user_attrs["i"])
+            study.tell(trial, 1.0)
+    except Exception as e:  # the bug: a trial popped by two workers cannot be told twice
+        got.append(f"{type(e).__name__}: {e}")
+    finally:
+        out.put(got)
+
+
+def test_queued_trials_are_popped_once_by_concurrent_workers(tmp_path):
+    """Optuna's FOR UPDATE is a no-op on SQLite; without BEGIN IMMEDIATE four workers popped 65
+    trials out of 60 queued (measured), and baselines and confirmation units ran twice."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    study = optuna.create_study(study_name="race", storage=search.open_storage(url))
+    for i in range(60):
+        study.enqueue_trial({}, user_attrs={"i": i})
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_pop_queued, args=(url, out)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    popped = [x for _ in workers for x in out.get(timeout=240)]
+    for w in workers:
+        w.join(timeout=60)
+    assert [x for x in popped if isinstance(x, str)] == []  # no error
+    assert sorted(popped) == list(range(60))  # each queued trial popped exactly once

@@ -1,0 +1,162 @@
+"""Export a confirmed configuration and its trained weights, usable without `nas`.
+
+A folder gets: `config.json` (the one config schema), `weights.pt` (a state_dict from the
+confirmation run, loadable with `torch.load(weights_only=True)`), `model.onnx`, `model.py` (the
+network in plain PyTorch, the same modules in the same order, so the state_dict loads as is) and
+`export.json` (where it came from and the test accuracy confirmation measured).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from nas import __version__, data, spec
+from nas.model import build
+
+STANDALONE = '''"""{title}
+
+Plain PyTorch, no `nas` needed: the modules in the order `nas` built them, so the exported
+state_dict loads as is.
+
+    import torch, model
+    net = model.build()
+    net.load_state_dict(torch.load("weights.pt", weights_only=True))
+    net.eval()
+    logits = net(images)  # images: float N x 1 x 28 x 28, pixel / 255 then (x - {mean}) / {std}
+"""
+
+from torch import nn
+
+MEAN, STD = {mean}, {std}  # MNIST normalisation used in training
+
+
+def build() -> nn.Sequential:
+    return nn.Sequential(
+{modules}
+    )
+'''
+
+
+class ExportError(ValueError):
+    """The study has nothing to export with these settings; the message says why."""
+
+
+def standalone_source(config: spec.Config, title: str) -> str:
+    """model.py: each module's repr is a valid constructor call of the same module."""
+    modules = "\n".join(f"        nn.{m!r}," for m in build(config))
+    return STANDALONE.format(title=title, mean=data.MEAN, std=data.STD, modules=modules)
+
+
+def pick_seed(runs: dict[int, float], seed: int | None) -> int:
+    """The requested seed, or the one with the median final test accuracy (the lower of the two
+    middle ones for an even count): the exported model is typical, not lucky."""
+    if seed is not None:
+        if seed not in runs:
+            raise ExportError(f"no confirmation run with seed {seed}; seeds: {', '.join(map(str, sorted(runs)))}")
+        return seed
+    median = statistics.median_low(runs.values())
+    return min(s for s, acc in runs.items() if acc == median)
+
+
+def write(out: Path, config: spec.Config, state_dict: dict, info: dict) -> Path:
+    """Write the export folder (files appear complete: each is written then renamed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    model = build(config).eval()
+    model.load_state_dict(state_dict)
+    title = (
+        f"{config.name}: {info['params']:,} parameters, {info['macs']:,} MACs per image, exported by nas {__version__}"
+    )
+    _atomic(out / "config.json", lambda p: p.write_text(config.to_json()))
+    _atomic(out / "weights.pt", lambda p: torch.save(model.state_dict(), p))
+    _atomic(out / "model.py", lambda p: p.write_text(standalone_source(config, title)))
+    _atomic(out / "export.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    _atomic(out / "model.onnx", lambda p: _onnx(model, p))
+    return out
+
+
+def _onnx(model: torch.nn.Module, path: Path) -> None:
+    example = torch.zeros(1, spec.IN_CHANNELS, spec.IMAGE_SIZE, spec.IMAGE_SIZE)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,  # the TorchScript exporter: no onnxscript needed
+    )
+
+
+def _atomic(path: Path, write_to) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write_to(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_model(folder: str | Path) -> torch.nn.Module:
+    """Rebuild an exported network from its folder, weights loaded, in eval mode."""
+    folder = Path(folder)
+    config = spec.load(folder / "config.json")
+    model = build(config)
+    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True, map_location="cpu"))
+    return model.eval()
+
+
+def from_study(storage: str, study_name: str, rank: int, seed: int | None, out: Path, artifacts: str) -> dict:
+    """Export the `rank`-th confirmed configuration (validation order, as confirmed) with the weights
+    of one of its confirmation runs; returns what export.json says."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas import confirm, search
+
+    cs = confirm.Settings(study=study_name, storage=storage, artifacts=artifacts)
+    if cs.confirm_name not in optuna.get_all_study_names(search.open_storage(storage)):
+        raise ExportError(f"study {study_name!r} has no confirmation yet: run `nas confirm --study {study_name}`")
+    study, conf = confirm.open_confirm_study(cs)
+    verdicts = study.user_attrs.get("confirmation", {}).get("verdicts", [])
+    confirmed = [v for v in verdicts if v["seeds_done"]]
+    if not 1 <= rank <= len(confirmed):
+        raise ExportError(f"--rank must be between 1 and {len(confirmed)} (the confirmed configurations), got {rank}")
+    v = confirmed[rank - 1]
+    runs = {
+        t.user_attrs["seed"]: t
+        for t in conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs["source_trial"] == v["trial"]
+    }
+    t = runs[pick_seed({s: r.value for s, r in runs.items()}, seed)]
+    source = study.trials[v["trial"]]
+    config = spec.from_dict(source.user_attrs["config"])
+    history = t.user_attrs["history"]
+    config = replace(
+        config, recipe=replace(config.recipe, epochs=len(history)), name=f"{study_name}-trial-{v['trial']}"
+    )
+    info = {
+        "study": study_name,
+        "trial": v["trial"],
+        "rank": rank,
+        "seed": t.user_attrs["seed"],
+        "seeds_confirmed": sorted(runs),
+        "test_acc_of_seeds": [runs[s].value for s in sorted(runs)],
+        "params": spec.param_count(config),
+        "macs": spec.macs(config),
+        "receptive_field": spec.receptive_field(config),
+        "val_acc": source.value,
+        "test_acc": history[-1]["eval_acc"],
+        "test_acc_per_epoch": [h["eval_acc"] for h in history],
+        "nas_version": __version__,
+    }
+    write(out, config, confirm.load_weights(t, artifacts), info)
+    return info

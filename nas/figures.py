@@ -1,0 +1,156 @@
+"""The report's figures (PNG, matplotlib). Optuna's own plots where it has them; ours for the rest.
+
+Each function takes what it draws and a path, writes the PNG and returns the path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+
+THRESHOLD = 99.40
+
+
+def plain(draw):
+    """Draw with matplotlib's default style: Optuna's plots switch the global style to ggplot."""
+    import functools
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.style.context("default"):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def pareto(frame: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials that no other beats on both counts (fewer parameters, higher accuracy)."""
+    done = frame.dropna(subset=["value"]).sort_values(["params", "value"], ascending=[True, False])
+    best, keep = -np.inf, []
+    for i, row in done.iterrows():
+        if row["value"] > best:
+            best = row["value"]
+            keep.append(i)
+    return done.loc[keep]
+
+
+@plain
+def params_vs_accuracy(frame: pd.DataFrame, budget: int, path: Path, title: str) -> Path:
+    """Validation accuracy against parameters: completed trials, pruned trials (their best epoch,
+    faded), the Pareto front, the budget line and the seed's baselines named."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    pruned = frame[(frame["state"] == "pruned") & frame["best_val"].notna()]
+    done = frame.dropna(subset=["value"])
+    ax.scatter(pruned["params"], pruned["best_val"], s=14, c="0.75", label="pruned (best epoch so far)")
+    ax.scatter(done["params"], done["value"], s=22, c="tab:blue", label="completed (mean of last 3 epochs)")
+    front = pareto(frame)
+    ax.step(front["params"], front["value"], where="post", c="tab:green", lw=1.5, label="Pareto front")
+    for _, row in done[done["baseline"].fillna("") != ""].iterrows():
+        ax.scatter(row["params"], row["value"], s=70, marker="*", c="tab:orange", zorder=3)
+        ax.annotate(row["baseline"], (row["params"], row["value"]), textcoords="offset points", xytext=(-8, 6),
+                    ha="right", fontsize=8)  # fmt: skip
+    ax.axvline(budget, c="tab:red", ls="--", lw=1, label=f"budget {budget:,}")
+    top = done["value"].max() if len(done) else frame["best_val"].max()
+    ax.set_ylim(max(frame["best_val"].min(), top - 3) - 0.1, top + 0.3)
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("validation accuracy %")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def optuna_plot(kind: str, study: optuna.Study, path: Path) -> Path | None:
+    """One of Optuna's matplotlib plots ("optimization_history", "param_importances",
+    "intermediate_values"); None where the study has too little for it."""
+    plot = getattr(optuna.visualization.matplotlib, f"plot_{kind}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+        try:
+            kwargs = {}
+            if kind == "param_importances":  # a fixed order: the result depends on it (hash-seeded sets)
+                kwargs["params"] = sorted(optuna.importance.get_param_importances(study))
+            ax = plot(study, **kwargs)
+        except (ValueError, RuntimeError):  # e.g. importances need 2+ completed trials
+            return None
+    fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+    fig.set_size_inches(9, 5)
+    if kind == "intermediate_values":  # a legend entry per trial and a few diverged runs hide the rest
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+        values = np.concatenate([line.get_ydata() for line in ax.get_lines()])
+        if len(values):
+            ax.set_ylim(np.percentile(values, 10) - 0.5, values.max() + 0.2)
+        ax.set_title(f"Intermediate values: validation accuracy % per epoch, {len(ax.get_lines())} trained trials")
+    return _save(fig, path)
+
+
+@plain
+def confirmation_curves(runs: dict[str, list[list[float]]], path: Path) -> Path:
+    """Test accuracy per epoch of every confirmation run, one panel per configuration, with the
+    99.40% line: "consistent" means every curve is above it in each of the last 3 epochs."""
+    n = len(runs)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True)
+    for ax, (name, curves) in zip(axes[0], runs.items(), strict=True):
+        for seed, acc in enumerate(curves):
+            ax.plot(range(1, len(acc) + 1), acc, marker=".", lw=1, label=f"seed {seed}")
+        ax.axhline(THRESHOLD, c="tab:red", ls="--", lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    later = [a for curves in runs.values() for acc in curves for a in acc[len(acc) // 3 :]]  # past the warm-up
+    axes[0][0].set_ylim(min(later) - 0.1, max(*later, THRESHOLD) + 0.1)
+    axes[0][0].set_ylabel("test accuracy %")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+@plain
+def confusion(matrix: np.ndarray, path: Path, title: str) -> Path:
+    """10 x 10 counts, true class by row; the diagonal dimmed so the errors stand out."""
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    off = matrix.astype(float).copy()
+    np.fill_diagonal(off, np.nan)
+    ax.imshow(off, cmap="Reds")
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color="0.5" if i == j else "black")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+@plain
+def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, path: Path, title: str) -> Path:
+    """Every misclassified test digit (up to 100) with its true and predicted label."""
+    n = min(len(images), 100)
+    cols = 10
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.95, rows * 1.1), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            ax.imshow(images[k], cmap="gray_r")
+            ax.set_title(f"{true[k]}→{pred[k]}", fontsize=7)
+    fig.suptitle(title + (f" (the first {n} shown)" if len(images) > n else ""), fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,74 @@
+"""`nas export` round trip: a searched and confirmed model (one epoch) comes back identical through
+`nas.load_model`, the standalone model.py and ONNX, and tests as confirmation measured it."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_nas
+
+import nas
+from nas import data, export, train
+
+
+@pytest.fixture(scope="module")
+def exported(confirmed, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "model"
+    r = run_nas("export", "--study", "one", "--out", out, "--results-dir", confirmed)
+    assert r.returncode == 0, r.stderr
+    return out, json.loads((out / "export.json").read_text())
+
+
+def test_export_writes_the_folder_and_picks_the_median_seed(exported):
+    out, info = exported
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "export.json",
+        "model.onnx",
+        "model.py",
+        "weights.pt",
+    ]
+    assert info["seeds_confirmed"] == [0, 1, 2] and info["params"] < 8000
+    # the typical run, not the lucky one: weights of the seed whose test accuracy is the median
+    assert info["seed"] == export.pick_seed(dict(zip([0, 1, 2], info["test_acc_of_seeds"], strict=True)), None)
+
+
+def test_exported_model_tests_as_confirmation_measured(exported, data_dir):
+    out, info = exported
+    model = nas.load_model(out)
+    split = data.make_split(data.load_mnist(data_dir, download=False), "test")
+    _, acc = train.evaluate(model, split.eval_x, split.eval_y)
+    assert acc == pytest.approx(info["test_acc"], abs=1e-9)
+
+
+def test_standalone_model_py_and_onnx_give_the_same_outputs(exported):
+    import onnxruntime
+
+    out, _ = exported
+    model = nas.load_model(out)
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = model(x).numpy()
+
+    spec = importlib.util.spec_from_file_location("exported_model", out / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # plain PyTorch: no nas import inside
+    assert "nas" not in (out / "model.py").read_text().split('"""')[-1]
+    net = module.build()
+    net.load_state_dict(torch.load(out / "weights.pt", weights_only=True))
+    with torch.inference_mode():
+        np.testing.assert_array_equal(net.eval()(x).numpy(), want)
+
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    (got,) = session.run(None, {"image": x.numpy()})
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_export_needs_a_confirmed_study(tmp_path, confirmed):
+    r = run_nas("export", "--study", "nope", "--out", tmp_path / "x", "--results-dir", confirmed)
+    assert r.returncode == 2 and r.stderr.startswith("nas: error: no study 'nope'")
+    r = run_nas("export", "--study", "one", "--rank", "2", "--out", tmp_path / "x", "--results-dir", confirmed)
+    assert r.returncode == 2 and "--rank must be between 1 and 1" in r.stderr
+    assert not (tmp_path / "x").exists()

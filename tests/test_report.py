@@ -1,0 +1,123 @@
+"""`nas report` and `nas dashboard`: every file a person looks at, and the study served over HTTP."""
+
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+import urllib.request
+
+import optuna
+import pandas as pd
+import pytest
+from conftest import NAS, REPO, run_nas
+
+FIGURES = [
+    "params_vs_accuracy.png",
+    "optimization_history.png",
+    "param_importances.png",
+    "intermediate_values.png",
+    "confirmation_curves.png",
+    "confusion_matrix.png",
+    "misclassified.png",
+]
+PNG = b"\x89PNG\r\n\x1a\n"
+# the committed real study the README shows (its confirmation stored weights, so the report can
+# draw the confusion matrix and misclassified digits without training)
+COMMITTED = "default-b8000-e8-t10000"
+
+
+def check_report(folder, study: optuna.Study, budget: int) -> None:
+    for name in FIGURES:
+        data = (folder / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, name
+    frame = pd.read_csv(folder / "leaderboard.csv")
+    assert sorted(frame["trial"]) == [t.number for t in study.trials]  # one row per trial
+    trained = frame[frame["state"].isin(["complete", "pruned"])]
+    assert len(trained) and (trained["params"] < budget).all()
+    summary = (folder / "summary.md").read_text()
+    assert "## Top configurations, confirmed on the test set" in summary and "| Layer No. |" in summary
+    assert summary.count("| baseline-") == 10  # the seed's baselines beside the study's numbers
+
+
+def test_report_on_the_committed_real_study(tmp_path, data_dir):
+    # a consistent copy of the committed storage (a search may be writing to it) and its artifacts
+    with sqlite3.connect(REPO / "results" / "nas.db") as src, sqlite3.connect(tmp_path / "nas.db") as dst:
+        src.backup(dst)
+    subprocess.run(["cp", "-r", REPO / "results" / "artifacts", REPO / "results" / "baselines", tmp_path], check=True)
+    r = run_nas("report", "--study", COMMITTED, "--results-dir", tmp_path, "--data-dir", data_dir)
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name=COMMITTED, storage=f"sqlite:///{tmp_path}/nas.db")
+    check_report(tmp_path / COMMITTED, study, 8000)
+    for name in FIGURES:  # the committed figures are the ones the tool makes
+        assert (REPO / "results" / COMMITTED / name).exists()
+
+
+def test_report_attaches_figures_and_a_note_once(reported):
+    study = optuna.load_study(study_name="one", storage=f"sqlite:///{reported}/nas.db")
+    check_report(reported / "one", study, 8000)
+    attached = study.user_attrs["report_artifacts"]
+    assert set(FIGURES) | {"summary.md"} <= set(attached)
+    metas = optuna.artifacts.get_all_artifact_meta(study)
+    r = run_nas("report", "--study", "one", "--results-dir", reported)  # nothing changed: nothing uploaded again
+    assert r.returncode == 0 and "0 new or changed files" in r.stdout
+    assert len(optuna.artifacts.get_all_artifact_meta(study)) == len(metas)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def test_dashboard_serves_the_study_its_attributes_and_artifacts(reported):
+    port = free_port()
+    server = subprocess.Popen(
+        [NAS, "dashboard", "--study", "one", "--port", str(port), "--results-dir", str(reported)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                studies = json.loads(get(f"{base}/api/studies"))["study_summaries"]
+                break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "the dashboard did not start"
+                time.sleep(0.5)
+        (one,) = [s for s in studies if s["study_name"] == "one"]
+        detail = json.loads(get(f"{base}/api/studies/{one['study_id']}"))
+        trained = [t for t in detail["trials"] if any(a["key"] == "trained" for a in t["user_attrs"])]
+        assert len(trained) == 3
+        for t in trained:
+            attrs = {a["key"]: a["value"] for a in t["user_attrs"]}
+            assert int(attrs["params"]) < 8000 and "config" in attrs and "history" in attrs
+        assert "Top configurations" in detail["note"]["body"]
+        figures = {a["filename"]: a["artifact_id"] for a in detail["artifacts"]}
+        assert set(FIGURES) <= set(figures)
+        assert get(f"{base}/artifacts/{one['study_id']}/{figures['params_vs_accuracy.png']}").startswith(PNG)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert server.returncode is not None
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--port", "0"], "argument --port: must be >= 1, got 0"),
+        (["--storage", "sqlite:////nonexistent/x.db"], "nas: error: no storage at sqlite:////nonexistent/x.db"),
+        (["--study", "nope"], "nas: error: no study 'nope'"),
+    ],
+)
+def test_dashboard_bad_input(argv, message, reported):
+    r = run_nas("dashboard", "--results-dir", reported, *argv)
+    assert r.returncode == 2 and message in r.stderr
