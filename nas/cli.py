@@ -119,6 +119,15 @@ def add_commands(sub) -> None:
     p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
     p.add_argument("--results-dir", default="results", help="holds nas.db and artifacts/ (default: results)")
 
+    p = sub.add_parser("bench", help="the seed's pipeline vs nas's loop, side by side; epoch time vs model size")
+    p.add_argument("--config", default="baseline-6", help="baseline name or config file (default baseline-6)")
+    p.add_argument("--steps", type=positive_int, default=150, help="optimizer steps per measurement (default 150)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="measurements of each pipeline (default 3)")
+    p.add_argument("--jobs", type=positive_int, help="processes for the whole-machine figure (default: cores)")
+    p.add_argument("--workers", type=int, help="DataLoader workers of the seed pipeline (default: cores)")
+    p.add_argument("--quick", action="store_true", help="20 steps, 1 repeat, 3 sizes: a check, not a measurement")
+    add_common(p)
+
     sub.add_parser("spaces", help="list the search spaces and their dimensions")
 
     p = sub.add_parser("studies", help="list the studies in a storage, or delete one")
@@ -386,7 +395,7 @@ def cmd_report(args) -> None:
     files = report.write_report(study, Path(args.results_dir), artifacts, mnist)
     summary = next(p for p in files if p.name == "summary.md")
     note = summary.read_text().split("## The seed's baselines")[0]
-    uploaded = report.attach(study, [p for p in files if p.suffix in (".png", ".md")], artifacts, note)
+    uploaded = report.attach(study, [p for p in files if p.suffix in (".png", ".md", ".json")], artifacts, note)
     for p in files:
         display.console.print(f"written: {p}")
     display.console.print(f"attached to study {args.study!r}: {uploaded} new or changed files, and its note")
@@ -411,6 +420,53 @@ def cmd_dashboard(args) -> None:
         optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=artifacts)
     except OSError as e:
         raise UsageError(f"cannot serve on {args.host}:{args.port}: {e.strerror}; try another --port") from None
+
+
+def cmd_bench(args) -> None:
+    import os
+    from datetime import UTC, datetime
+
+    import pandas as pd
+    from rich.table import Table
+
+    from nas import bench, data, display, report
+
+    config = spec.resolve(args.config)
+    device = resolve_device(args.device)
+    root = str(data.data_dir(args.data_dir))
+    data.load_mnist(root, download=not args.no_download)
+    cores = os.cpu_count() or 1
+    steps, repeats = (20, 1) if args.quick else (args.steps, args.repeats)
+    sizes = (2000, 8000, 32000) if args.quick else (2000, 4000, 8000, 16000, 32000)
+    jobs, workers = args.jobs or cores, cores if args.workers is None else args.workers
+    info = bench.machine(device)
+    out = display.console.print
+    out(
+        f"bench: {config.name} ({spec.param_count(config):,} params), batch {config.recipe.batch_size}, {steps} steps "
+        f"x {repeats} repeats; {info['cpu']}, {info['cores']} cores, torch {info['torch']}, device {device}"
+    )
+    rows, scaling = bench.run(config, root, device, steps, repeats, jobs, workers, sizes, say=out)
+    t = Table(title="training throughput, same model and batch size", title_justify="left")
+    for col in ("pipeline", "images/s", "vs seed pipeline"):
+        t.add_column(col, justify="left" if col == "pipeline" else "right")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        t.add_row(r["pipeline"], f"{r['img_per_s']:,.0f} ± {r['std']:,.0f}", ratio)
+    out(t)
+    t = Table(title="epoch time against model size (nas loop, 60,000 images)", title_justify="left")
+    for col in ("params", "MACs/image", "images/s", "s per epoch"):
+        t.add_column(col, justify="right")
+    for r in scaling:
+        t.add_row(f"{r['params']:,}", f"{r['macs']:,}", f"{r['img_per_s']:,.0f}", f"{r['epoch_s']:.1f}")
+    out(t)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    meta = {**info, "config": config.name, "steps": steps, "repeats": repeats, "jobs": jobs, "workers": workers}
+    folder = Path(args.results_dir) / "bench"
+    paths = [
+        report.write_csv(pd.DataFrame([{**r, **meta} for r in rows]), folder / f"{stamp}-throughput.csv"),
+        report.write_csv(pd.DataFrame([{**r, **meta} for r in scaling]), folder / f"{stamp}-scaling.csv"),
+    ]
+    out("written: " + ", ".join(map(str, paths)))
 
 
 def cmd_spaces(args) -> None:
@@ -475,6 +531,7 @@ COMMANDS = {
     "train": cmd_train,
     "export": cmd_export,
     "report": cmd_report,
+    "bench": cmd_bench,
     "dashboard": cmd_dashboard,
     "search": cmd_search,
     "confirm": cmd_confirm,

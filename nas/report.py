@@ -237,6 +237,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     ]
     if best is not None:
         config = spec.from_dict(study.trials[best["trial"]].user_attrs["config"])
+        files.append(_write_text(out / "best_config.json", config.to_json()))  # `nas train --config` takes it
         rf = pd.DataFrame(spec.rf_table(config), columns=spec.RF_COLUMNS)
         lines += [
             f"## Best confirmed configuration: trial {best['trial']} ({best['params']:,} params, "

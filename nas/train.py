@@ -87,14 +87,18 @@ def train(
     on_epoch: Callable[[Epoch], None] | None = None,
     on_step: Callable[[], None] | None = None,
     epochs: int | None = None,
+    channels_last: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
-    `epochs` overrides the recipe's (the lr schedule still follows the recipe)."""
+    `epochs` overrides the recipe's (the lr schedule still follows the recipe).
+    `channels_last`: NHWC memory layout for model and batches (`nas bench` measures it)."""
     device = torch.device(device)
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
     gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
     model = build(config).to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     optimizer = make_optimizer(model, recipe)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
     history = History(seed=seed, device=str(device), eval_name=split.eval_name)
@@ -110,7 +114,7 @@ def train(
             x, y = split.train_x[idx], split.train_y[idx]
             if recipe.rotation > 0:
                 x = data.rotate(x, recipe.rotation, gen)
-            logits = model(x)
+            logits = model(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

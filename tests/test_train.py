@@ -74,3 +74,13 @@ def test_baseline_6_learns_in_one_epoch_on_full_mnist(mnist):
     split = data.make_split(mnist, "test")
     _, h = train.train(spec.load_baseline("baseline-6"), split, seed=0, epochs=1)
     assert h.epochs[0].eval_acc >= 98.0
+
+
+def test_channels_last_is_deterministic_and_learns_the_same(small_split):
+    """The NHWC layout is a speed option: run to run identical, and the same training up to
+    float rounding (a different summation order inside the convolutions)."""
+    _, a = train.train(SMALL, small_split, seed=3, channels_last=True)
+    _, b = train.train(SMALL, small_split, seed=3, channels_last=True)
+    _, ref = train.train(SMALL, small_split, seed=3)
+    assert accuracies(a) == accuracies(b)
+    assert a.epochs[-1].eval_acc == pytest.approx(ref.epochs[-1].eval_acc, abs=1.0)

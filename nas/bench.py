@@ -1,0 +1,190 @@
+"""`nas bench`: the seed's pipeline and nas's loop, side by side in one run, on this machine.
+
+(a) the seed's pipeline written plainly: torchvision's MNIST dataset, per-image PIL
+    `RandomRotation` + `ToTensor` + `Normalize`, a `DataLoader` with worker processes, one model;
+(b) nas's loop (`nas.train.train`): tensors in memory, index-slice batches, batched rotation;
+(c) nas's loop in `jobs` processes at once, one torch thread each: the machine as a whole.
+
+Same config, same batch size, same number of optimizer steps; images/s of training for each, the
+ratios, evaluation throughput, and a scaling table of epoch time against model size.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from nas import data, spec, train
+from nas.model import build
+
+
+def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int = 0) -> float:
+    """Training images/s of the usual pipeline (what the seed's notebook does)."""
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(seed)
+    tf = transforms.Compose(
+        [
+            transforms.RandomRotation(config.recipe.rotation or 0.0, fill=0),
+            transforms.ToTensor(),
+            transforms.Normalize((data.MEAN,), (data.STD,)),
+        ]
+    )
+    dataset = datasets.MNIST(root, train=True, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.recipe.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    )
+    model = build(config)
+    optimizer = train.make_optimizer(model, config.recipe)
+    model.train()
+    it = iter(loader)
+    for _ in range(3):  # warm-up: worker start, first allocations
+        _step(model, optimizer, *next(it))
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(steps):
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = iter(loader)
+            x, y = next(it)
+        _step(model, optimizer, x, y)
+        n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def _step(model, optimizer, x, y) -> None:
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def nas_loop(config: spec.Config, mnist: dict, steps: int, device="cpu", seed: int = 0, **options) -> float:
+    """Training images/s of nas's own loop: one epoch of `steps` batches (evaluation of 1 image)."""
+    n = steps * config.recipe.batch_size
+    split = data.make_split(mnist, "val", train_limit=n, eval_limit=1, device=device)
+    warm = replace(
+        split,
+        train_x=split.train_x[: 3 * config.recipe.batch_size],
+        train_y=split.train_y[: 3 * config.recipe.batch_size],
+    )
+    train.train(config, warm, seed, device, epochs=1, **options)  # warm-up: first allocations
+    t0 = time.perf_counter()
+    train.train(config, split, seed, device, epochs=1, **options)
+    return n / (time.perf_counter() - t0)
+
+
+def eval_throughput(config: spec.Config, mnist: dict, device="cpu") -> float:
+    """Images/s of evaluation (inference mode, large batches) on the 10,000 test images."""
+    split = data.make_split(mnist, "test", train_limit=1, device=device)
+    model = build(config).to(device)
+    train.evaluate(model, split.eval_x, split.eval_y)  # warm-up
+    t0 = time.perf_counter()
+    train.evaluate(model, split.eval_x, split.eval_y)
+    return len(split.eval_y) / (time.perf_counter() - t0)
+
+
+def _job(config_dict: dict, data_dir: str, steps: int, out) -> None:
+    torch.set_num_threads(1)
+    mnist = data.load_mnist(data_dir, download=False)
+    out.put(nas_loop(spec.from_dict(config_dict), mnist, steps))
+
+
+def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int) -> float:
+    """Total training images/s of `jobs` processes running nas's loop at once, one thread each."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_job, args=(config.to_dict(), data_dir, steps, out)) for _ in range(jobs)]
+    for p in procs:
+        p.start()
+    rates = [out.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+def scaled(config: spec.Config, target: int) -> spec.Config:
+    """`config` with every hidden width scaled so that the model has about `target` parameters."""
+    out_idx = spec.output_index(config.layers)
+
+    def at(k: float) -> spec.Config:
+        layers = tuple(
+            replace(x, out=max(2, round(x.out * k))) if x.op in ("conv", "fc") and i != out_idx else x
+            for i, x in enumerate(config.layers)
+        )
+        return replace(config, layers=layers, name=f"{config.name} x{k:.2f}")
+
+    lo, hi = 0.05, 8.0
+    for _ in range(40):
+        mid = (lo * hi) ** 0.5
+        lo, hi = (mid, hi) if spec.param_count(at(mid)) < target else (lo, mid)
+    return min((at(lo), at(hi)), key=lambda c: abs(spec.param_count(c) - target))
+
+
+def machine(device) -> dict:
+    """The machine the figures were measured on (the fields of a replay's provenance)."""
+    from nas.replay import provenance
+
+    p = provenance(device)
+    return {k: p[k] for k in ("cpu", "cores", "torch", "torch_threads", "device", "gpu", "git_commit")}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jobs: int, workers: int, sizes, say):
+    """The side-by-side measurement, repeats interleaved so that the machine's noise hits every
+    pipeline alike; then the scaling table. Returns (rows, scaling rows)."""
+    mnist = data.load_mnist(data_dir, download=False)
+    names = {
+        "seed": f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process",
+        "nas": f"nas loop, 1 process, {torch.get_num_threads()} threads",
+        "nas_cl": f"nas loop + channels_last, 1 process, {torch.get_num_threads()} threads",
+        "jobs": f"nas loop, {jobs} processes x 1 thread (whole machine)",
+    }
+    rates: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        rates["seed"].append(seed_pipeline(config, data_dir, steps, workers, seed=r))
+        rates["nas"].append(nas_loop(config, mnist, steps, device, seed=r))
+        rates["nas_cl"].append(nas_loop(config, mnist, steps, device, seed=r, channels_last=True))
+        if device.type == "cpu" and jobs > 1:
+            rates["jobs"].append(parallel(config, data_dir, steps, jobs))
+        say(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in rates.items() if v))
+    base = statistics.mean(rates["seed"])
+    rows = []
+    for key, values in rates.items():
+        if values:
+            mean, std = mean_std(values)
+            rows.append({"pipeline": names[key], "img_per_s": mean, "std": std, "ratio": mean / base, "n": len(values)})
+    rows.append(
+        {
+            "pipeline": "evaluation, inference mode, batch 2000",
+            "img_per_s": eval_throughput(config, mnist, device),
+            "std": 0.0,
+            "ratio": None,
+            "n": 1,
+        }
+    )
+    scaling = []
+    for target in sizes:
+        c = scaled(config, target)
+        rate = nas_loop(c, mnist, steps, device)
+        scaling.append(
+            {
+                "target": target,
+                "params": spec.param_count(c),
+                "macs": spec.macs(c),
+                "img_per_s": rate,
+                "epoch_s": 60_000 / rate,
+            }
+        )
+        say(f"scaling: {spec.param_count(c):,} params, {60_000 / rate:.1f} s per 60k-image epoch")
+    return rows, scaling

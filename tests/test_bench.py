@@ -1,0 +1,28 @@
+"""`nas bench --quick`: both pipelines run side by side and the ratios and CSVs come out.
+(Speed itself is measured by the command, not asserted by a timed test.)"""
+
+import pandas as pd
+from conftest import run_nas
+
+from nas import bench, spec
+
+
+def test_scaled_configs_hit_their_parameter_targets():
+    config = spec.load_baseline("baseline-6")
+    for target in (2000, 4000, 8000, 16000, 32000):
+        n = spec.param_count(bench.scaled(config, target))
+        assert abs(n - target) / target < 0.08, (target, n)
+
+
+def test_bench_quick_prints_ratios_and_writes_csv(tmp_path, data_dir):
+    r = run_nas("bench", "--quick", "--jobs", "2", "--workers", "1", "--data-dir", data_dir, "--results-dir", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "seed pipeline: DataLoader + PIL RandomRotation" in r.stdout and "vs seed pipeline" in r.stdout
+    (throughput,) = (tmp_path / "bench").glob("*-throughput.csv")
+    frame = pd.read_csv(throughput)
+    assert len(frame) == 5 and (frame["img_per_s"] > 0).all()
+    assert frame["ratio"].iloc[0] == 1.0 and frame["cpu"].notna().all() and (frame["torch"] != "").all()
+    (scaling,) = (tmp_path / "bench").glob("*-scaling.csv")
+    assert pd.read_csv(scaling)["params"].tolist() == [
+        spec.param_count(bench.scaled(spec.load_baseline("baseline-6"), t)) for t in (2000, 8000, 32000)
+    ]
