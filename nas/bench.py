@@ -188,3 +188,55 @@ def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jo
         )
         say(f"scaling: {spec.param_count(c):,} params, {60_000 / rate:.1f} s per 60k-image epoch")
     return rows, scaling
+
+
+def seed_trainer(data_dir: str, train_limit: int | None, val_limit: int | None, workers: int, val_size: int = 10_000):
+    """fit(config, seed, on_epoch) with the seed's pipeline on the search's validation split (the
+    same images as `data.make_split(..., "val")`): the naive setting `nas search --pipeline seed`
+    measures trials per hour against."""
+    from torchvision import datasets, transforms
+
+    perm = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))
+    train_idx, val_idx = perm[val_size:][:train_limit].tolist(), perm[:val_size][:val_limit].tolist()
+
+    def loader(config: spec.Config, indices, rotation: float, shuffle: bool, batch_size: int):
+        tf = [transforms.RandomRotation(rotation, fill=0)] if rotation > 0 else []
+        tf += [transforms.ToTensor(), transforms.Normalize((data.MEAN,), (data.STD,))]
+        dataset = datasets.MNIST(data_dir, train=True, download=False, transform=transforms.Compose(tf))
+        subset = torch.utils.data.Subset(dataset, indices)
+        return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=shuffle, num_workers=workers)
+
+    def fit(config: spec.Config, seed: int, on_epoch) -> None:
+        torch.manual_seed(seed)
+        r = config.recipe
+        model = build(config)
+        optimizer = train.make_optimizer(model, r)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, r.step_size or 10**9, r.gamma)
+        train_loader = loader(config, train_idx, r.rotation, True, r.batch_size)
+        val_loader = loader(config, val_idx, 0.0, False, 1000)
+        for epoch in range(1, r.epochs + 1):
+            t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
+            model.train()
+            loss_sum = correct = n = 0
+            for x, y in train_loader:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(y)  # the usual per-step host sync
+                correct += (logits.argmax(1) == y).sum().item()
+                n += len(y)
+            model.eval()
+            eval_loss = eval_correct = m = 0
+            with torch.no_grad():
+                for x, y in val_loader:
+                    logits = model(x)
+                    eval_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                    eval_correct += (logits.argmax(1) == y).sum().item()
+                    m += len(y)
+            on_epoch(train.Epoch(epoch, lr, loss_sum / n, 100 * correct / n, eval_loss / m, 100 * eval_correct / m,
+                                 time.perf_counter() - t0))  # fmt: skip
+            scheduler.step()
+
+    return fit

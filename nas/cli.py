@@ -94,6 +94,7 @@ def add_commands(sub) -> None:
     p.add_argument("--epochs", type=positive_int, help="override the space's epochs (quick runs)")
     p.add_argument("--train-limit", type=positive_int, help="first N training images only (quick runs)")
     p.add_argument("--val-limit", type=positive_int, help="first N validation images only (quick runs)")
+    p.add_argument("--pipeline", default="nas", choices=["nas", "seed"], help="seed: the seed's DataLoader (naive)")
     add_confirm_options(p)
     p.add_argument("--no-confirm", action="store_true", help="skip the confirmation after the search")
     add_common(p)
@@ -230,6 +231,7 @@ def cmd_search(args) -> None:
         train_limit=args.train_limit,
         val_limit=args.val_limit,
         epochs=args.epochs,
+        pipeline=args.pipeline,
     )
     sp = search.check(s)  # nothing is written before these checks pass
     device = resolve_device(args.device)

@@ -103,6 +103,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
         if "source_trial" not in trial.user_attrs:  # nothing queued: this worker is done
             trial.study.stop()
             raise optuna.TrialPruned("no unit left")
+        search.mark_owner(trial)
         n = trial.suggest_int("source_trial", 0, 10**9)
         seed = trial.suggest_int("seed", 0, 10**6)
         config = spec.from_dict(sources[n].user_attrs["config"])
@@ -115,8 +116,11 @@ def worker(s: Settings, threads: int | None = None) -> None:
             history.append(vars(e).copy())
             trial.set_user_attr("history", history)
 
-        model, _ = train.train(config, split, seed, device, on_epoch=on_epoch)
+        # a checkpoint per epoch: a unit whose worker died resumes where it stopped (on this machine)
+        ckpt = Path(s.artifacts) / "checkpoints" / f"{s.confirm_name}-trial{n}-seed{seed}.pt"
+        model, _ = train.train(config, split, seed, device, on_epoch=on_epoch, checkpoint=ckpt)
         save_weights(trial, model, s.artifacts)
+        ckpt.unlink(missing_ok=True)
         return history[-1]["eval_acc"]
 
     def stop_when_empty(study: optuna.Study, _trial) -> None:

@@ -56,6 +56,7 @@ class Settings:
     val_limit: int | None = None  # keep the first N validation images
     epochs: int | None = None  # override the space's epochs (smoke runs)
     worker: int = 0  # index of this worker process: its sampler seed is seed + 7919 * worker
+    pipeline: str = "nas"  # "nas" | "seed": the seed's DataLoader pipeline (the naive setting, for benchmarks)
 
     @property
     def study_name(self) -> str:
@@ -240,6 +241,13 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
+def mark_owner(trial: optuna.Trial) -> None:
+    """Host and process of the worker running `trial`: a later run on this host fails it at once
+    if that process is gone (fail_dead_local_trials), instead of waiting for the heartbeat."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -333,12 +341,16 @@ def enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list
 # --------------------------------------------------------------------------- objective and workers
 
 
-def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data.Split, device):
+def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data.Split, device, fit=None):
+    """The objective. `fit(config, seed, on_epoch)` trains one trial (default: nas's loop on `split`)."""
     epochs = s.epochs or sp.epochs
+    if fit is None:
+
+        def fit(config, seed, on_epoch):
+            train.train(config, split, seed, device, on_epoch=on_epoch)
 
     def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        mark_owner(trial)
         try:
             config = space.suggest(trial, sp)
         except spec.SpecError as e:  # a structure that does not fit the image: as good as infeasible
@@ -379,7 +391,7 @@ def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data
 
         t0 = time.perf_counter()
         try:
-            train.train(config, split, seed, device, on_epoch=on_epoch)
+            fit(config, seed, on_epoch)
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
         tail = [h["eval_acc"] for h in history[-3:]]
@@ -400,6 +412,11 @@ def worker(s: Settings, threads: int | None = None) -> None:
     device = train.pick_device(s.device)
     mnist = data.load_mnist(s.data_dir, download=False)
     split = data.make_split(mnist, "val", train_limit=s.train_limit, eval_limit=s.val_limit, device=device)
+    fit = None
+    if s.pipeline == "seed":  # the naive baseline of `nas bench`'s search-throughput figure
+        from nas import bench
+
+        fit = bench.seed_trainer(s.data_dir, s.train_limit, s.val_limit, workers=max(1, (os.cpu_count() or 1) // 2))
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
         c = counts(study)
@@ -409,7 +426,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
     if counts(study)["trained"] >= s.trials:
         return
     study.optimize(
-        objective_for(study, s, sp, split, device),
+        objective_for(study, s, sp, split, device, fit),
         timeout=s.timeout,
         callbacks=[stop_when_done],
         catch=(),

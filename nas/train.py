@@ -6,9 +6,11 @@ Epoch order (canonical): set lr, train one epoch, evaluate, hand the epoch to `o
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -88,10 +90,14 @@ def train(
     on_step: Callable[[], None] | None = None,
     epochs: int | None = None,
     channels_last: bool = False,
+    checkpoint: Path | None = None,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
-    `channels_last`: NHWC memory layout for model and batches (`nas bench` measures it)."""
+    `channels_last`: NHWC memory layout for model and batches (`nas bench` measures it).
+    `checkpoint`: a file written after every epoch (weights, optimizer, schedule, random states,
+    history); when it exists, training resumes after its last epoch and ends exactly as an
+    uninterrupted run would. `on_epoch` sees every epoch, the restored ones included."""
     device = torch.device(device)
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
@@ -103,8 +109,14 @@ def train(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
     history = History(seed=seed, device=str(device), eval_name=split.eval_name)
     n = len(split.train_y)
+    start = 1
+    if checkpoint is not None and Path(checkpoint).exists():
+        start = _restore(torch.load(checkpoint, weights_only=True), model, optimizer, scheduler, gen, history) + 1
+        for stats in history.epochs:
+            if on_epoch is not None:
+                on_epoch(stats)
 
-    for epoch in range(1, (epochs or recipe.epochs) + 1):
+    for epoch in range(start, (epochs or recipe.epochs) + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
@@ -138,4 +150,35 @@ def train(
         if on_epoch is not None:
             on_epoch(stats)
         scheduler.step()
+        if checkpoint is not None:
+            _save(Path(checkpoint), epoch, model, optimizer, scheduler, gen, history)
     return model, history
+
+
+def _save(path: Path, epoch: int, model, optimizer, scheduler, gen: torch.Generator, history: History) -> None:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),  # dropout masks on the CPU
+        "cuda_rng": torch.cuda.get_rng_state(gen.device) if gen.device.type == "cuda" else None,
+        "gen": gen.get_state(),  # shuffling and rotation
+        "history": [asdict(e) for e in history.epochs],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint whole
+
+
+def _restore(state: dict, model, optimizer, scheduler, gen: torch.Generator, history: History) -> int:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], gen.device)
+    gen.set_state(state["gen"])
+    history.epochs = [Epoch(**e) for e in state["history"]]
+    return state["epoch"]

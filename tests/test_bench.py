@@ -26,3 +26,17 @@ def test_bench_quick_prints_ratios_and_writes_csv(tmp_path, data_dir):
     assert pd.read_csv(scaling)["params"].tolist() == [
         spec.param_count(bench.scaled(spec.load_baseline("baseline-6"), t)) for t in (2000, 8000, 32000)
     ]
+
+
+def test_naive_search_pipeline_trains_on_the_same_split(tmp_path, data_dir):
+    """`--pipeline seed`: the search's naive baseline (DataLoader + PIL) runs trials end to end."""
+    import optuna
+
+    r = run_nas("search", "--budget", "8000", "--trials", "2", "--epochs", "2", "--train-limit", "600",
+                "--val-limit", "300", "--pipeline", "seed", "--pruner", "none", "--no-confirm", "--no-baselines",
+                "--study", "naive", "--data-dir", data_dir, "--results-dir", tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    study = optuna.load_study(study_name="naive", storage=f"sqlite:///{tmp_path}/nas.db")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2 and all(len(t.user_attrs["history"]) == 2 for t in done)
+    assert all(0 < t.value <= 100 for t in done)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from nas import search
 
@@ -237,3 +238,34 @@ def test_queued_trials_are_popped_once_by_concurrent_workers(tmp_path):
         w.join(timeout=60)
     assert [x for x in popped if isinstance(x, str)] == []  # no error
     assert sorted(popped) == list(range(60))  # each queued trial popped exactly once
+
+
+def test_killed_confirmation_resumes_mid_run_from_its_checkpoint(confirmed, tmp_path, data_dir):
+    import shutil
+
+    results = tmp_path / "r"
+    shutil.copytree(confirmed, results)
+    optuna.delete_study(study_name="one-confirm", storage=f"sqlite:///{results}/nas.db")
+    cmd = [NAS, "confirm", "--study", "one", "--top", "1", "--seeds", "1", "--epochs", "4", "--train-limit", "6000",
+           "--device", "cpu", "--results-dir", str(results), "--data-dir", str(data_dir)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = results / "artifacts" / "checkpoints"
+    deadline = time.time() + 300
+    while not list(checkpoints.glob("*.pt")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.kill()  # SIGKILL mid-run: at least one epoch is checkpointed
+    proc.wait(timeout=60)
+    time.sleep(1)  # the worker dies with its parent
+    (ckpt,) = checkpoints.glob("*.pt")
+    saved = torch.load(ckpt, weights_only=True)
+    assert 1 <= saved["epoch"] < 4
+
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    conf = load(results, "one-confirm")
+    done = [t for t in conf.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 1 and [t.state for t in conf.trials].count(optuna.trial.TrialState.FAIL) == 1
+    history = done[0].user_attrs["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[: saved["epoch"]] == saved["history"]  # restored, not retrained (wall times included)
+    assert not list(checkpoints.glob("*.pt"))  # removed once the unit's weights are stored

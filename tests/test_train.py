@@ -84,3 +84,20 @@ def test_channels_last_is_deterministic_and_learns_the_same(small_split):
     _, ref = train.train(SMALL, small_split, seed=3)
     assert accuracies(a) == accuracies(b)
     assert a.epochs[-1].eval_acc == pytest.approx(ref.epochs[-1].eval_acc, abs=1.0)
+
+
+def test_checkpoint_resumes_exactly_where_training_stopped(small_split, tmp_path):
+    _, whole = train.train(SMALL, small_split, seed=5)
+
+    def stop_after_2(e):
+        if e.epoch == 2:
+            raise KeyboardInterrupt  # a crash in epoch 2: the checkpoint holds epoch 1
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.train(SMALL, small_split, seed=5, checkpoint=ckpt, on_epoch=stop_after_2)
+    seen = []
+    model, resumed = train.train(SMALL, small_split, seed=5, checkpoint=ckpt, on_epoch=seen.append)
+    assert accuracies(resumed) == accuracies(whole)  # bit for bit, as if never stopped
+    assert [e.epoch for e in seen] == [1, 2, 3]  # restored epochs are handed on too
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 3
