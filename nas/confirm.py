@@ -91,7 +91,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, confirm = open_confirm_study(s)
     device = train.pick_device(s.device)
     split = data.make_split(

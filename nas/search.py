@@ -406,7 +406,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Ctrl-C: one line from the parent, no tracebacks
     sp = space.load(s.space)
     study = open_study(s, sp)
     device = train.pick_device(s.device)
@@ -416,7 +416,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
     if s.pipeline == "seed":  # the naive baseline of `nas bench`'s search-throughput figure
         from nas import bench
 
-        fit = bench.seed_trainer(s.data_dir, s.train_limit, s.val_limit, workers=max(1, (os.cpu_count() or 1) // 2))
+        fit = bench.seed_trainer(s.data_dir, s.train_limit, s.val_limit, workers=os.cpu_count() or 1)
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
         c = counts(study)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -151,8 +152,11 @@ def parse(text: str, path: str, name: str) -> Space:
 
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpaceError(f"{path}: invalid TOML: {e}") from None
+    except tomllib.TOMLDecodeError as e:  # "Unclosed array (at line 11, column 22)" -> path:11:22: ...
+        where = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        at = f":{where[1]}:{where[2]}" if where else ""
+        reason = re.sub(r" \(at line .*\)$", "", str(e))
+        raise SpaceError(f"{path}{at}: invalid TOML: {reason}") from None
     unknown = sorted(set(raw) - TOP_LEVEL)
     if unknown:
         raise where(unknown[0], f"unknown top-level field (allowed: {', '.join(sorted(TOP_LEVEL))})")

@@ -67,29 +67,6 @@ def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
     assert lines[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(lines) == 1 + 4
 
 
-BAD_INPUT = [
-    (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
-    (["replay"], "replay needs a baseline name or a config file"),
-    (["replay", "nowhere/config.json"], "cannot read config file nowhere/config.json"),
-    (["replay", "baseline-6", "--device", "cuda"], "no CUDA GPU is visible"),
-    (["replay", "baseline-6", "--device", "tpu"], "unknown device 'tpu'"),
-    (["replay", "baseline-6", "--data-dir", "{tmp}/empty", "--no-download"], "are missing in"),
-    (["replay", "baseline-6", "--results-dir", "/proc/nas-results"], "cannot create results folder"),
-]
-
-
-@pytest.mark.parametrize("argv,message", BAD_INPUT, ids=[m for _, m in BAD_INPUT])
-def test_bad_input_one_clear_line_and_exit_2(argv, message, tmp_path, data_dir):
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    if "--data-dir" not in argv:
-        argv += ["--data-dir", str(data_dir)]
-    r = run(*argv)
-    assert r.returncode == 2
-    assert r.stdout == ""
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("nas: error: ") and message in r.stderr
-    assert "Traceback" not in r.stderr
-
-
 def test_invalid_config_file_names_the_field(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"layers": [{"op": "conv", "out": 10}, {"op": "gap"}], "recipe": {"dropout": 1.5}}))
