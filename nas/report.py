@@ -188,7 +188,8 @@ def verdicts_frame(verdicts: list[dict]) -> pd.DataFrame:
 def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: dict | None) -> list[Path]:
     """Everything `nas report` writes to results/<study>/: leaderboard.csv, summary.md and the
     figures. Reads the storage and the stored weights; never trains."""
-    from nas import figures, spec
+    from nas import display, figures, spec
+    from nas.replay import write_atomic
 
     out = results_dir / study.study_name
     ident = study.user_attrs.get("identity", {})
@@ -228,7 +229,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         + ", ".join(f"{k} {settings[k]}" for k in shown if settings.get(k) is not None)
         + f"; nas {study.user_attrs.get('nas_version')}.",
         "",
-        display_summary(summary(study)),
+        display.summary_line(summary(study)),
         "",
         "## Top configurations, confirmed on the test set",
         "",
@@ -237,7 +238,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     ]
     if best is not None:
         config = spec.from_dict(study.trials[best["trial"]].user_attrs["config"])
-        files.append(_write_text(out / "best_config.json", config.to_json()))  # `nas train --config` takes it
+        files.append(write_atomic(out / "best_config.json", config.to_json()))  # `nas train --config` takes it
         rf = pd.DataFrame(spec.rf_table(config), columns=spec.RF_COLUMNS)
         lines += [
             f"## Best confirmed configuration: trial {best['trial']} ({best['params']:,} params, "
@@ -262,14 +263,8 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in files if p is not None and p.suffix == ".png"]
-    files.append(_write_text(out / "summary.md", "\n".join(lines) + "\n"))
+    files.append(write_atomic(out / "summary.md", "\n".join(lines) + "\n"))
     return [p for p in files if p is not None]
-
-
-def display_summary(x: dict) -> str:
-    from nas import display
-
-    return display.summary_line(x)
 
 
 def confirmation_runs(conf: optuna.Study) -> dict:
@@ -307,14 +302,6 @@ def best_model_figures(study, best: dict, runs: dict, artifacts: str, mnist: dic
             mnist["test_x"][wrong].numpy(), true[wrong], pred[wrong], out / "misclassified.png", name
         ),
     ]
-
-
-def _write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) -> int:
