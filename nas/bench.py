@@ -22,7 +22,7 @@ from nas import data, spec, train
 from nas.model import build
 
 
-def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int = 0) -> float:
+def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int = 0, device="cpu") -> float:
     """Training images/s of the usual pipeline (what the seed's notebook does)."""
     from torchvision import datasets, transforms
 
@@ -38,12 +38,13 @@ def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.recipe.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
     )
-    model = build(config)
+    model = build(config).to(device)
     optimizer = train.make_optimizer(model, config.recipe)
     model.train()
     it = iter(loader)
     for _ in range(3):  # warm-up: worker start, first allocations
-        _step(model, optimizer, *next(it))
+        _step(model, optimizer, *next(it), device)
+    _sync(device)
     t0 = time.perf_counter()
     n = 0
     for _ in range(steps):
@@ -52,12 +53,19 @@ def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int
         except StopIteration:
             it = iter(loader)
             x, y = next(it)
-        _step(model, optimizer, x, y)
+        _step(model, optimizer, x, y, device)
         n += len(y)
+    _sync(device)
     return n / (time.perf_counter() - t0)
 
 
-def _step(model, optimizer, x, y) -> None:
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(model, optimizer, x, y, device) -> None:
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     loss = F.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -70,10 +78,10 @@ def nas_loop(config: spec.Config, mnist: dict, steps: int, device="cpu", seed: i
     split = data.make_split(mnist, "val", train_limit=n, eval_limit=1, device=device)
     warm = replace(
         split,
-        train_x=split.train_x[: 3 * config.recipe.batch_size],
-        train_y=split.train_y[: 3 * config.recipe.batch_size],
+        train_x=split.train_x[: 8 * config.recipe.batch_size],
+        train_y=split.train_y[: 8 * config.recipe.batch_size],
     )
-    train.train(config, warm, seed, device, epochs=1, **options)  # warm-up: first allocations
+    train.train(config, warm, seed, device, epochs=1, **options)  # warm-up: allocations, cuDNN, a graph
     t0 = time.perf_counter()
     train.train(config, split, seed, device, epochs=1, **options)
     return n / (time.perf_counter() - t0)
@@ -89,19 +97,23 @@ def eval_throughput(config: spec.Config, mnist: dict, device="cpu") -> float:
     return len(split.eval_y) / (time.perf_counter() - t0)
 
 
-def _job(config_dict: dict, data_dir: str, steps: int, out) -> None:
-    torch.set_num_threads(1)
+def _job(config_dict: dict, data_dir: str, steps: int, device: str, threads: int, out) -> None:
+    torch.set_num_threads(threads)
     mnist = data.load_mnist(data_dir, download=False)
-    out.put(nas_loop(spec.from_dict(config_dict), mnist, steps))
+    out.put(nas_loop(spec.from_dict(config_dict), mnist, steps, device))
 
 
-def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int) -> float:
-    """Total training images/s of `jobs` processes running nas's loop at once, one thread each."""
+def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu") -> float:
+    """Total training images/s of `jobs` processes running nas's loop at once (on the CPU, one
+    thread each; on a GPU, sharing it, the cores split between them)."""
     import multiprocessing
+
+    from nas.search import worker_threads
 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_job, args=(config.to_dict(), data_dir, steps, out)) for _ in range(jobs)]
+    args = (config.to_dict(), data_dir, steps, str(device), worker_threads(jobs), out)
+    procs = [ctx.Process(target=_job, args=args) for _ in range(jobs)]
     for p in procs:
         p.start()
     rates = [out.get(timeout=1800) for _ in procs]
@@ -144,19 +156,27 @@ def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jo
     """The side-by-side measurement, repeats interleaved so that the machine's noise hits every
     pipeline alike; then the scaling table. Returns (rows, scaling rows)."""
     mnist = data.load_mnist(data_dir, download=False)
-    names = {
-        "seed": f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process",
-        "nas": f"nas loop, 1 process, {torch.get_num_threads()} threads",
-        "nas_cl": f"nas loop + channels_last, 1 process, {torch.get_num_threads()} threads",
-        "jobs": f"nas loop, {jobs} processes x 1 thread (whole machine)",
+    threads = torch.get_num_threads()
+    gpu = device.type == "cuda"
+    loop = "nas loop + CUDA graphs" if gpu else "nas loop"
+    variants = {  # name -> (label, options of train.train)
+        "nas": (f"{loop}, 1 process, {threads} threads", {}),
+        "nas_cl": (f"{loop} + channels_last, 1 process", {"channels_last": True}),
     }
+    if gpu:
+        variants["nas_eager"] = ("nas loop without CUDA graphs, 1 process", {"graphs": False})
+        variants["nas_bf16"] = (f"{loop} + bf16 autocast, 1 process", {"bf16": True})
+    names = {"seed": f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process"}
+    names |= {k: label for k, (label, _) in variants.items()}
+    share = "sharing the GPU" if gpu else "x 1 thread"
+    names["jobs"] = f"{loop}, {jobs} processes {share} (whole machine)"
     rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        rates["seed"].append(seed_pipeline(config, data_dir, steps, workers, seed=r))
-        rates["nas"].append(nas_loop(config, mnist, steps, device, seed=r))
-        rates["nas_cl"].append(nas_loop(config, mnist, steps, device, seed=r, channels_last=True))
-        if device.type == "cpu" and jobs > 1:
-            rates["jobs"].append(parallel(config, data_dir, steps, jobs))
+        rates["seed"].append(seed_pipeline(config, data_dir, steps, workers, seed=r, device=device))
+        for key, (_, options) in variants.items():
+            rates[key].append(nas_loop(config, mnist, steps, device, seed=r, **options))
+        if jobs > 1:
+            rates["jobs"].append(parallel(config, data_dir, steps, jobs, device))
         say(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in rates.items() if v))
     base = statistics.mean(rates["seed"])
     rows = []

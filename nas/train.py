@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from nas import data, spec
+from nas.graphs import GraphedSteps
 from nas.model import build
 
 
@@ -57,9 +58,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe) -> torch.optim.Optimizer:
+def graphs_for(device: torch.device, graphs: bool | None) -> bool:
+    if graphs and device.type != "cuda":
+        raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
+    return device.type == "cuda" if graphs is None else graphs
+
+
+def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False) -> torch.optim.Optimizer:
+    """`capturable`: the optimizer's state stays on the device, so its step can be a CUDA graph."""
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(
+            model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, capturable=capturable
+        )
     return torch.optim.SGD(
         model.parameters(),
         lr=recipe.lr,
@@ -91,13 +101,17 @@ def train(
     epochs: int | None = None,
     channels_last: bool = False,
     checkpoint: Path | None = None,
+    graphs: bool | None = None,
+    bf16: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
     `channels_last`: NHWC memory layout for model and batches (`nas bench` measures it).
     `checkpoint`: a file written after every epoch (weights, optimizer, schedule, random states,
     history); when it exists, training resumes after its last epoch and ends exactly as an
-    uninterrupted run would. `on_epoch` sees every epoch, the restored ones included."""
+    uninterrupted run would. `on_epoch` sees every epoch, the restored ones included.
+    `graphs`: replay the step as a CUDA graph (nas.graphs); None = yes on CUDA. `bf16`: autocast
+    the forward pass to bfloat16 (a GPU option; slower on this project's CPU)."""
     device = torch.device(device)
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
@@ -105,7 +119,8 @@ def train(
     model = build(config).to(device)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    optimizer = make_optimizer(model, recipe)
+    graphs = graphs_for(device, graphs)
+    optimizer = make_optimizer(model, recipe, capturable=graphs)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
     history = History(seed=seed, device=str(device), eval_name=split.eval_name)
     n = len(split.train_y)
@@ -116,26 +131,40 @@ def train(
             if on_epoch is not None:
                 on_epoch(stats)
 
+    loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync inside an epoch
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    # rotation angles: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
+    angles = gen if device.type == "cpu" else None
+
+    def step(idx: torch.Tensor) -> None:
+        """One optimizer step on the training images `idx` (the grads are already cleared)."""
+        x, y = split.train_x[idx], split.train_y[idx]
+        if recipe.rotation > 0:
+            x = data.rotate(x, recipe.rotation, angles)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
+            logits = model(x.contiguous(memory_format=layout))
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
+        optimizer.step()
+        loss_sum.add_(loss.detach() * len(y))
+        correct.add_((logits.detach().argmax(1) == y).sum())
+
+    steps = GraphedSteps(step, optimizer, recipe.batch_size) if graphs else None
     for epoch in range(start, (epochs or recipe.epochs) + 1):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        for idx in data.batches(n, recipe.batch_size, gen):
-            x, y = split.train_x[idx], split.train_y[idx]
-            if recipe.rotation > 0:
-                x = data.rotate(x, recipe.rotation, gen)
-            logits = model(x.contiguous(memory_format=layout))
-            loss = F.cross_entropy(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            # accumulate on the device: no .item() (host sync) inside the epoch
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            if on_step is not None:
-                on_step()
+        loss_sum.zero_()
+        correct.zero_()
+        batches = data.batches(n, recipe.batch_size, gen)
+        if steps:
+            steps.epoch(batches, on_step)
+        else:
+            for idx in batches:
+                optimizer.zero_grad(set_to_none=True)
+                step(idx)
+                if on_step is not None:
+                    on_step()
         eval_loss, eval_acc = evaluate(model, split.eval_x, split.eval_y)
         stats = Epoch(
             epoch=epoch,

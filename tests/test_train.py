@@ -101,3 +101,28 @@ def test_checkpoint_resumes_exactly_where_training_stopped(small_split, tmp_path
     assert accuracies(resumed) == accuracies(whole)  # bit for bit, as if never stopped
     assert [e.epoch for e in seen] == [1, 2, 3]  # restored epochs are handed on too
     assert torch.load(ckpt, weights_only=True)["epoch"] == 3
+
+
+@pytest.mark.parametrize("p", [0.05, 0.3])
+def test_cpu_dropout_drops_each_element_with_probability_p(p):
+    """nas's CPU dropout (16 random bits per element, four per int64 draw): every position of the
+    four-lane packing drops at rate p, kept values are scaled by 1/(1-p), gradients follow the mask,
+    evaluation is the identity, and the mask follows torch's seed."""
+    from nas.model import Dropout
+
+    x = torch.ones(400_000, requires_grad=True)
+    torch.manual_seed(0)
+    y = Dropout(p)(x)
+    kept = (y != 0).view(-1, 4).float().mean(0)
+    assert torch.allclose(kept, torch.full((4,), 1 - p), atol=0.004), kept
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    torch.manual_seed(0)
+    assert torch.equal(Dropout(p)(x), y)
+    assert torch.equal(Dropout(p).eval()(x), x)
+
+
+def test_cuda_graphs_are_refused_off_cuda(small_split):
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        train.train(SMALL, small_split, seed=0, graphs=True)

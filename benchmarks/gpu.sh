@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU figures of the README's Performance section, in one call on a lent GPU machine:
+#   run on the `device` tool: bash benchmarks/gpu.sh   (carry .whl and .gpu: see below)
+# The machine has python3 + torch but neither optuna nor the internet: .whl holds the wheels
+# (optuna, alembic, colorlog, sqlalchemy, mako, optuna-dashboard, bottle, downloaded here with
+# pip download --platform manylinux... --python-version 3.12) and .gpu/MNIST/raw the four MNIST
+# files gzipped. Everything written goes to $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu-out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu.log") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH="/tmp/site:$PWD" NAS_DATA_DIR=/tmp/data PYTHONUNBUFFERED=1
+mkdir -p /tmp/data/MNIST/raw
+for f in .gpu/MNIST/raw/*.gz; do gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basename "$f" .gz)"; done
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nproc
+step() { echo "=== $(date +%T) $*"; }
+
+step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
+timeout 150 python3 benchmarks/gpu_replay.py baseline-6
+
+step "2. the command itself, process start and data loading included"
+time timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res
+
+step "3. nas bench on the GPU"
+timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res
+cp /tmp/res/bench/*.csv "$OUT/" 2>/dev/null
+
+step "4. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
+SECONDS=0
+timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials 200 --jobs 8 --seeds 3 --device cuda \
+  --results-dir /tmp/res
+echo "search exit $? after $SECONDS s"
+cp /tmp/res/nas.db "$OUT/gpu-search.db"
+step done
