@@ -10,27 +10,32 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu.log") 2>&1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH="/tmp/site:$PWD" NAS_DATA_DIR=/tmp/data PYTHONUNBUFFERED=1
+mkdir -p /tmp/src && cp -r nas /tmp/src/ && cp -r search_spaces /tmp/src/nas/spaces  # the layout an install makes
+touch /tmp/src/nas/spaces/__init__.py
+export PYTHONPATH="/tmp/site:/tmp/src" NAS_DATA_DIR=/tmp/data PYTHONUNBUFFERED=1
 mkdir -p /tmp/data/MNIST/raw
 for f in .gpu/MNIST/raw/*.gz; do gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basename "$f" .gz)"; done
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 step() { echo "=== $(date +%T) $*"; }
+want() { [[ " ${STEPS:-1 2 3 4} " == *" $1 "* ]]; }
 
-step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
-timeout 150 python3 benchmarks/gpu_replay.py baseline-6
+want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
+want 1 && timeout 150 python3 benchmarks/gpu_replay.py baseline-6
 
-step "2. the command itself, process start and data loading included"
-time timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res
+want 2 && step "2. the command itself, process start and data loading included"
+want 2 && time timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res
 
-step "3. nas bench on the GPU"
-timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res
+want 3 && step "3. nas bench on the GPU"
+want 3 && timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res
 cp /tmp/res/bench/*.csv "$OUT/" 2>/dev/null
 
-step "4. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
+want 4 && step "4. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
+if want 4; then
 SECONDS=0
 timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials 200 --jobs 8 --seeds 3 --device cuda \
   --results-dir /tmp/res
 echo "search exit $? after $SECONDS s"
 cp /tmp/res/nas.db "$OUT/gpu-search.db"
+fi
 step done
