@@ -24,16 +24,16 @@ want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_rep
 want 1 && timeout 150 python3 benchmarks/gpu_replay.py baseline-6
 
 want 2 && step "2. the command itself, process start and data loading included"
-want 2 && time timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res
+want 2 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)
 
 want 3 && step "3. nas bench on the GPU"
-want 3 && timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res
+want 3 && (cd /tmp && timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res)
 cp /tmp/res/bench/*.csv "$OUT/" 2>/dev/null
 
 want 4 && step "4. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
 if want 4; then
 SECONDS=0
-timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials 200 --jobs 8 --seeds 3 --device cuda \
+cd /tmp && timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials 200 --jobs 8 --seeds 3 --device cuda \
   --results-dir /tmp/res
 echo "search exit $? after $SECONDS s"
 cp /tmp/res/nas.db "$OUT/gpu-search.db"

@@ -270,6 +270,7 @@ def cmd_search(args) -> None:
     t0, trained0 = time.time(), c0["trained"]
 
     def status():
+        search.fail_dead_local_trials(study)  # a worker killed (OOM, say): its trial is retried by the others now
         c = search.counts(study)
         done, elapsed = c["trained"] - trained0, time.time() - t0
         eta = elapsed / done * (s.trials - c["trained"]) if done > 0 else full

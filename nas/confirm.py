@@ -70,6 +70,11 @@ def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
 
 def queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
     """Queue every (source trial, seed) unit not yet done, running or queued; returns all units."""
+    with search.study_lock(confirm, s.storage, s.artifacts):  # other workers may queue at the same time
+        return _queue_units(s, study, confirm)
+
+
+def _queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
     picked = top_configs(study, s.top)
     if not picked:
         raise search.SearchError(f"study {s.study!r} has no completed trial to confirm yet")

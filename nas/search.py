@@ -18,6 +18,7 @@ import os
 import socket
 import time
 import warnings
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -30,6 +31,8 @@ import nas
 from nas import data, space, spec, train
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, group
+# a crashed trial's retry inherits its constraint (the same params give the same value)
+warnings.filterwarnings("ignore", message="The constraint value is ignored")
 
 
 class SearchError(ValueError):
@@ -80,9 +83,14 @@ def default_storage(results_dir: str) -> str:
     return f"sqlite:///{Path(results_dir) / 'nas.db'}"
 
 
+HEARTBEAT_VAR = "NAS_HEARTBEAT_SECONDS"  # the workers' heartbeat; a silent worker's trial fails after 4x
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage with heartbeats: a trial whose worker died is failed after the grace
-    period and re-queued once by the retry callback (SQLite file by default; PostgreSQL works)."""
+    """Optuna's RDB storage with heartbeats: a trial whose worker died (on any machine) is failed
+    once its heartbeat is 4 intervals old, and re-queued by the retry callback (at most twice).
+    SQLite file by default; PostgreSQL for workers on several machines."""
+    beat = _heartbeat_seconds()
     sqlite = url.startswith("sqlite")
     # SQLite: the driver's own transaction handling off (isolation_level None), see below
     kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
@@ -92,8 +100,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=kwargs,
-            heartbeat_interval=30,
-            grace_period=120,
+            heartbeat_interval=beat,
+            grace_period=4 * beat,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
         )
     except Exception as e:  # malformed URL, missing driver, unreachable server
@@ -101,6 +109,13 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if sqlite:
         sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
     return storage
+
+
+def _heartbeat_seconds() -> int:
+    text = os.environ.get(HEARTBEAT_VAR, "30")
+    if not text.isdigit() or int(text) < 1:
+        raise SearchError(f"${HEARTBEAT_VAR} must be a whole number of seconds >= 1, got {text!r}")
+    return int(text)
 
 
 def _begin_immediate(connection) -> None:
@@ -215,9 +230,18 @@ def counts(study: optuna.Study) -> dict:
 
 
 @contextmanager
-def claim_lock(s: Settings):
-    """A lock file beside the results: claiming a training slot is count-then-mark, atomically."""
-    path = Path(s.results_dir) / f".{s.study_name}.lock"
+def study_lock(study: optuna.Study, url: str, folder: str):
+    """Count-then-write, atomically across every worker of `study` (claiming a training slot,
+    queueing confirmation units): on PostgreSQL under a transaction-scoped advisory lock (workers
+    on any machine; the server releases it if a worker dies), otherwise under a lock file in
+    `folder` (one machine: the only way to share a SQLite file)."""
+    if url.startswith("postgresql"):
+        with _rdb(study._storage).engine.begin() as connection:
+            key = zlib.crc32(f"nas {study.study_name}".encode())
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
+            yield
+        return
+    path = Path(folder) / f".{study.study_name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -225,6 +249,11 @@ def claim_lock(s: Settings):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _rdb(storage) -> optuna.storages.RDBStorage:
+    """The RDB storage under Optuna's caching wrapper."""
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else storage._backend
 
 
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
@@ -351,6 +380,8 @@ def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data
 
     def objective(trial: optuna.Trial) -> float:
         mark_owner(trial)
+        if trial.user_attrs.get("trained"):  # a crashed trial's retry: Optuna copied its attributes
+            trial.set_user_attr("trained", False)  # trained again only once it claims a slot below
         try:
             config = space.suggest(trial, sp)
         except spec.SpecError as e:  # a structure that does not fit the image: as good as infeasible
@@ -368,7 +399,7 @@ def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data
         if n >= s.budget:  # the hard budget: recorded, never trained
             trial.set_user_attr("infeasible", f"{n} params >= budget {s.budget}")
             raise optuna.TrialPruned("infeasible")
-        with claim_lock(s):
+        with study_lock(study, s.storage_url, s.results_dir):
             c = counts(study)
             if c["trained"] + c["running"] >= s.trials:
                 trial.set_user_attr("not_trained", "the requested number of trials was reached")
@@ -423,15 +454,17 @@ def worker(s: Settings, threads: int | None = None) -> None:
         if c["trained"] + c["running"] >= s.trials:
             study.stop()
 
-    if counts(study)["trained"] >= s.trials:
-        return
-    study.optimize(
-        objective_for(study, s, sp, split, device, fit),
-        timeout=s.timeout,
-        callbacks=[stop_when_done],
-        catch=(),
-        gc_after_trial=False,
-    )
+    objective, t0 = objective_for(study, s, sp, split, device, fit), time.monotonic()
+    while counts(study)["trained"] < s.trials:
+        left = None if s.timeout is None else s.timeout - (time.monotonic() - t0)
+        if left is not None and left <= 0:
+            return
+        c = counts(study)
+        if c["trained"] + c["running"] < s.trials:
+            study.optimize(objective, timeout=left, callbacks=[stop_when_done], catch=(), gc_after_trial=False)
+        else:  # the last slots are in training elsewhere: wait, so that a dead worker's trial is retried here
+            time.sleep(min(2, _heartbeat_seconds()))
+            optuna.storages.fail_stale_trials(study)
 
 
 # --------------------------------------------------------------------------- the run

@@ -1,0 +1,112 @@
+"""Several workers on one study, one of them killed with SIGKILL mid-trial: the exact number of
+trained trials, nothing lost, the killed trial failed and retried, every confirmation unit trained
+once. On PostgreSQL (three `nas search` processes, as on three machines; $NAS_TEST_POSTGRES is
+the URL of an empty database, `.ci/postgres.sh start` makes one) and on the embedded SQLite
+default (`--jobs 2`)."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import optuna
+import pytest
+from conftest import NAS
+from optuna.trial import TrialState
+
+from nas import search
+
+PG = os.environ.get("NAS_TEST_POSTGRES")
+TRIALS = 12
+FAST = ["--epochs", "1", "--train-limit", "3000", "--val-limit", "500", "--device", "cpu", "--no-baselines"]
+CONFIRM = ["--top", "2", "--seeds", "2"]
+
+
+def command(storage: str, study: str, results, data_dir, *extra) -> list[str]:
+    return [NAS, "search", "--budget", "8000", "--trials", str(TRIALS), "--storage", storage, "--study", study,
+            "--results-dir", str(results), "--data-dir", str(data_dir), *FAST, *CONFIRM, *extra]  # fmt: skip
+
+
+def start(cmd, env=None) -> subprocess.Popen:
+    """A `nas search` in its own process group: killing the group is losing the machine."""
+    return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("PPid:")))
+
+
+def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
+    """Once a trial is done and another in training, SIGKILL the `nas search` running the latter
+    and its workers; returns the numbers of the trials they were training."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if any(p.poll() not in (None, 0) for p in procs):
+            pytest.fail("a worker exited before the kill: " + "\n".join(p.stdout.read() for p in procs if p.poll()))
+        trials = study.get_trials(deepcopy=False)
+        done = [t for t in trials if t.user_attrs.get("trained") and t.state.is_finished()]
+        running = [t for t in trials if t.user_attrs.get("trained") and t.state == TrialState.RUNNING]
+        if done and running and running[0].user_attrs.get("pid"):
+            machine = parent(running[0].user_attrs["pid"])
+            mine = [t.number for t in running if t.user_attrs.get("pid") and parent(t.user_attrs["pid"]) == machine]
+            os.killpg(machine, signal.SIGKILL)
+            return mine
+        time.sleep(0.2)
+    pytest.fail("no trial was caught in training")
+
+
+def check_study(storage, name: str, killed: list[int]) -> None:
+    study = optuna.load_study(study_name=name, storage=storage)
+    c = search.counts(study)
+    assert c["trained"] == TRIALS and c["running"] == 0, c  # exactly the requested total, across workers
+    trials = study.get_trials(deepcopy=False)
+    assert killed
+    for k in killed:
+        assert trials[k].state == TrialState.FAIL  # failed by the heartbeat (or on restart)
+        retry = [t for t in trials if t.system_attrs.get("failed_trial") == k]
+        assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+        assert retry[0].params == trials[k].params and retry[0].user_attrs["trained"]
+    trained = [t for t in trials if t.user_attrs.get("trained")]
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trained if t.number not in killed)
+    units = optuna.load_study(study_name=f"{name}-confirm", storage=storage).get_trials(deepcopy=False)
+    done = [(t.user_attrs["source_trial"], t.user_attrs["seed"]) for t in units if t.state == TrialState.COMPLETE]
+    assert len(done) == 4 and len(set(done)) == 4  # top 2 x 2 seeds, each trained to completion once
+    assert all(t.state == TrialState.COMPLETE for t in units)
+
+
+@pytest.mark.skipif(not PG and not os.environ.get("NAS_REQUIRE_POSTGRES"), reason="no $NAS_TEST_POSTGRES server")
+def test_three_machines_share_one_postgres_study_and_survive_a_killed_worker(tmp_path, data_dir):
+    assert PG, "$NAS_REQUIRE_POSTGRES is set but $NAS_TEST_POSTGRES is not: start one with .ci/postgres.sh"
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, search.HEARTBEAT_VAR: "1"}  # a silent worker's trial is failed after 4 s
+    procs = [start(command(PG, name, tmp_path / f"machine{i}", data_dir), env) for i in range(3)]
+    storage = search.open_storage(PG)
+    while not any(name == s for s in optuna.get_all_study_names(storage)):
+        time.sleep(0.2)
+    killed = kill_a_machine_mid_trial(optuna.load_study(study_name=name, storage=storage), procs)
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert sorted(p.returncode for p in procs) == [-signal.SIGKILL, 0, 0], outs  # the two others finish the study
+    assert not any("pg-s3cret" in o or PG.split("@")[0].split(":")[-1] in o for o in outs)  # password never shown
+    assert all("postgresql://nas:***@" in o for o in outs)
+    check_study(storage, name, killed)
+
+
+def test_killed_local_two_job_search_resumes_and_retries_the_killed_trial(tmp_path, data_dir):
+    """The embedded default storage: SIGKILL `nas search --jobs 2` and its workers mid-trial; the
+    same command resumes, fails the dead process's trial at once and retries it; the study is exact."""
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    cmd = command(storage, "local", tmp_path, data_dir, "--jobs", "2")
+    proc = start(cmd)
+    while "local" not in optuna.get_all_study_names(storage):
+        time.sleep(0.2)
+    killed = kill_a_machine_mid_trial(optuna.load_study(study_name="local", storage=storage), [proc])
+    proc.communicate(timeout=60)
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    requeued = re.search(r"crashed trials failed and re-queued: \[([\d, ]+)\]", r.stdout)
+    assert requeued and set(killed) <= {int(n) for n in requeued.group(1).split(",")}, r.stdout[:600]
+    check_study(search.open_storage(storage), "local", killed)
