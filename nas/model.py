@@ -10,10 +10,10 @@ from nas import spec
 
 class Dropout(nn.Dropout):
     """nn.Dropout with a cheaper mask on the CPU, where drawing the random numbers is the cost:
-    16 random bits per element (one int64 draw serves four) instead of one float each. For a
-    128 x 10 x 26 x 26 batch on this project's 2-core CPU: 0.7 ms for the bits against 2.6 ms for
-    floats (F.dropout: 5.9 ms); a baseline-6 training step 22% faster (`nas bench` has the loop's
-    figure). An element is kept when its draw is at or above p, so p is exact to 1/32768.
+    16 random bits per element (one int64 draw serves four) instead of one float each: the
+    training step of baseline-6 1.14x faster on this project's 2-core CPU
+    (`python benchmarks/cpu_dropout.py`). An element is kept when its draw is at or above p, so p
+    is exact to 1/32768.
     Other devices, and evaluation, use torch's dropout; the repr and state are nn.Dropout's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

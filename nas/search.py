@@ -16,6 +16,7 @@ import fcntl
 import math
 import os
 import socket
+import tempfile
 import time
 import warnings
 import zlib
@@ -484,7 +485,18 @@ def check(s: Settings) -> space.Space:
     n, _ = space.smallest(sp)
     if s.budget <= n:
         raise SearchError(f"--budget {s.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)")
+    writable(s.results_dir)
+    _heartbeat_seconds()
     return sp
+
+
+def writable(folder: str) -> None:
+    """The results folder exists (or can be made) and takes files."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise SearchError(f"cannot write to results folder {folder}: {e.strerror}; pass --results-dir DIR") from None
 
 
 def estimate_epoch_seconds(s: Settings, mnist: dict, device) -> float:

@@ -27,7 +27,10 @@ BAD = [
     (["search", "--storage", "notadb://x"], "cannot open storage notadb://x"),
     (["search", "--storage", "postgresql://nas:secret@127.0.0.1:1/nas"], "postgresql://nas:***@127.0.0.1:1/nas"),
     (["search", "--data-dir", "{t}/empty", "--no-download"], "are missing in"),
-    (["search", "--data-dir", "{t}/corrupt", "--no-download"], "train-images-idx3-ubyte"),
+    (["search", "--data-dir", "{t}/corrupt", "--no-download"], "train-images-idx3-ubyte fail their md5 check"),
+    (["search", "--data-dir", "{t}/flipped", "--no-download"], "t10k-labels-idx1-ubyte fail their md5 check"),
+    (["search", "--storage", "postgresql://nas:secret@127.0.0.1:port/nas"], "cannot open storage postgresql://nas:***@"),
+    (["search", "--results-dir", "/proc/nas-results"], "cannot write to results folder /proc/nas-results"),
     (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
     (["replay"], "replay needs a baseline name or a config file"),
     (["replay", "nowhere/config.json"], "cannot read config file nowhere/config.json"),
@@ -55,6 +58,9 @@ def scratch(tmp_path_factory, data_dir):
     shutil.copytree(data_dir / "MNIST" / "raw", t / "corrupt" / "MNIST" / "raw")
     images = t / "corrupt" / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])  # truncated: the checksum fails
+    shutil.copytree(data_dir / "MNIST" / "raw", t / "flipped" / "MNIST" / "raw")
+    labels = t / "flipped" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-1] + bytes([(labels.read_bytes()[-1] + 1) % 10]))  # a wrong label
     return t
 
 
