@@ -29,7 +29,10 @@ BAD = [
     (["search", "--data-dir", "{t}/empty", "--no-download"], "are missing in"),
     (["search", "--data-dir", "{t}/corrupt", "--no-download"], "train-images-idx3-ubyte fail their md5 check"),
     (["search", "--data-dir", "{t}/flipped", "--no-download"], "t10k-labels-idx1-ubyte fail their md5 check"),
-    (["search", "--storage", "postgresql://nas:secret@127.0.0.1:port/nas"], "cannot open storage postgresql://nas:***@"),
+    (
+        ["search", "--storage", "postgresql://nas:secret@127.0.0.1:port/nas"],
+        "cannot open storage postgresql://nas:***@",
+    ),
     (["search", "--results-dir", "/proc/nas-results"], "cannot write to results folder /proc/nas-results"),
     (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
     (["replay"], "replay needs a baseline name or a config file"),
