@@ -404,15 +404,22 @@ def cmd_report(args) -> None:
     display.console.print(f"attached to study {args.study!r}: {uploaded} new or changed files, and its note")
 
 
+def existing_storage(args):
+    """The URL and storage of --storage (default: the results folder's SQLite file), which must exist."""
+    from nas import search
+
+    url = args.storage or search.default_storage(args.results_dir)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
+    return url, search.open_storage(url)
+
+
 def cmd_dashboard(args) -> None:
     import optuna_dashboard
 
     from nas import confirm, display, search
 
-    url = args.storage or search.default_storage(args.results_dir)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
-        raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
-    storage = search.open_storage(url)
+    url, storage = existing_storage(args)
     page = f"http://{args.host}:{args.port}/dashboard"
     if args.study:
         study = search.load_study(url, args.study)
@@ -496,10 +503,7 @@ def cmd_studies(args) -> None:
 
     from nas import display, search
 
-    url = args.storage or search.default_storage(args.results_dir)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
-        raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
-    storage = search.open_storage(url)
+    url, storage = existing_storage(args)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if args.delete:
         if args.delete not in [x.study_name for x in summaries]:

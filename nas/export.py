@@ -9,15 +9,14 @@ network in plain PyTorch, the same modules in the same order, so the state_dict 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from nas import __version__, data, spec
+from nas.files import atomic
 from nas.model import build
 
 STANDALONE = '''"""{title}
@@ -73,11 +72,11 @@ def write(out: Path, config: spec.Config, state_dict: dict, info: dict) -> Path:
     title = (
         f"{config.name}: {info['params']:,} parameters, {info['macs']:,} MACs per image, exported by nas {__version__}"
     )
-    _atomic(out / "config.json", lambda p: p.write_text(config.to_json()))
-    _atomic(out / "weights.pt", lambda p: torch.save(model.state_dict(), p))
-    _atomic(out / "model.py", lambda p: p.write_text(standalone_source(config, title)))
-    _atomic(out / "export.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
-    _atomic(out / "model.onnx", lambda p: _onnx(model, p))
+    atomic(out / "config.json", lambda p: p.write_text(config.to_json()))
+    atomic(out / "weights.pt", lambda p: torch.save(model.state_dict(), p))
+    atomic(out / "model.py", lambda p: p.write_text(standalone_source(config, title)))
+    atomic(out / "export.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    atomic(out / "model.onnx", lambda p: _onnx(model, p))
     return out
 
 
@@ -92,17 +91,6 @@ def _onnx(model: torch.nn.Module, path: Path) -> None:
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
         dynamo=False,  # the TorchScript exporter: no onnxscript needed
     )
-
-
-def _atomic(path: Path, write_to) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write_to(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_model(folder: str | Path) -> torch.nn.Module:

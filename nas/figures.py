@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from nas.files import atomic
+
 THRESHOLD = 99.40
 
 
@@ -32,12 +34,10 @@ def plain(draw):
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 def pareto(frame: pd.DataFrame) -> pd.DataFrame:

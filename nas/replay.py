@@ -16,6 +16,7 @@ import torch
 
 import nas
 from nas import data, display, spec, train
+from nas.files import atomic
 
 
 def verdict(history: train.History, last_k: int = 3, threshold: float = 99.40) -> dict:
@@ -75,11 +76,7 @@ def git_commit() -> str | None:
 
 def write_atomic(path: Path, text: str) -> Path:
     """Write `text` to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic(path, lambda p: p.write_text(text))
 
 
 def run_dir(results_dir: str | Path, config: spec.Config, is_baseline: bool) -> Path:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
+
+from nas.files import atomic
 
 
 def leaderboard(study: optuna.Study) -> pd.DataFrame:
@@ -71,11 +72,7 @@ def summary(study: optuna.Study) -> dict:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     """Atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
-    return path
+    return atomic(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
 
 def confirmation_frame(verdicts: list[dict]) -> pd.DataFrame:

@@ -6,7 +6,6 @@ Epoch order (canonical): set lr, train one epoch, evaluate, hand the epoch to `o
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from nas import data, spec
+from nas.files import atomic
 from nas.graphs import GraphedSteps
 from nas.model import build
 
@@ -195,10 +195,7 @@ def _save(path: Path, epoch: int, model, optimizer, scheduler, gen: torch.Genera
         "gen": gen.get_state(),  # shuffling and rotation
         "history": [asdict(e) for e in history.epochs],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint whole
+    atomic(path, lambda p: torch.save(state, p))  # a crash mid-write leaves the previous checkpoint whole
 
 
 def _restore(state: dict, model, optimizer, scheduler, gen: torch.Generator, history: History) -> int:
