@@ -264,6 +264,8 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("owner_trial", t.number) != t.number:
+            continue  # a retry just popped: host and pid are its crashed original's until mark_owner
         if t.user_attrs.get("host") == host and pid and not _alive(pid):
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             retry(study, study._storage.get_trial(t._trial_id))
@@ -276,6 +278,7 @@ def mark_owner(trial: optuna.Trial) -> None:
     if that process is gone (fail_dead_local_trials), instead of waiting for the heartbeat."""
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("owner_trial", trial.number)  # Optuna's retry copies these: the copy is not the owner
 
 
 def _alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ from nas import search
 
 PG = os.environ.get("NAS_TEST_POSTGRES")
 TRIALS = 12
-FAST = ["--epochs", "1", "--train-limit", "3000", "--val-limit", "500", "--device", "cpu", "--no-baselines"]
+FAST = ["--epochs", "1", "--train-limit", "1500", "--val-limit", "300", "--device", "cpu", "--no-baselines"]
 CONFIRM = ["--top", "2", "--seeds", "2"]
 
 
@@ -82,7 +82,7 @@ def check_study(storage, name: str, killed: list[int]) -> None:
 def test_three_machines_share_one_postgres_study_and_survive_a_killed_worker(tmp_path, data_dir):
     assert PG, "$NAS_REQUIRE_POSTGRES is set but $NAS_TEST_POSTGRES is not: start one with .ci/postgres.sh"
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, search.HEARTBEAT_VAR: "1"}  # a silent worker's trial is failed after 4 s
+    env = {**os.environ, search.HEARTBEAT_VAR: "2"}  # a silent worker's trial is failed after 8 s
     procs = [start(command(PG, name, tmp_path / f"machine{i}", data_dir), env) for i in range(3)]
     storage = search.open_storage(PG)
     while not any(name == s for s in optuna.get_all_study_names(storage)):
