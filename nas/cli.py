@@ -238,7 +238,7 @@ def cmd_search(args) -> None:
     mnist = data.load_mnist(s.data_dir, download=not args.no_download)
     study = search.open_study(s, sp)
     failed = search.fail_dead_local_trials(study)
-    queued = search.enqueue_baselines(study, sp, s.budget) if s.baselines else []
+    queued = search.enqueue_baselines(study, sp, s) if s.baselines else []
     c0 = search.counts(study)
     out = display.console.print
     out(

@@ -211,7 +211,7 @@ def verdicts(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[di
                 "consistent": len(per_seed) == s.seeds and all(r["consistent"] for r in per_seed),
             }
         )
-    study.set_user_attr(
-        "confirmation", {"top": s.top, "seeds": s.seeds, "last_k": s.last_k, "threshold": s.threshold, "verdicts": out}
-    )
+    record = {"top": s.top, "seeds": s.seeds, "last_k": s.last_k, "threshold": s.threshold, "verdicts": out}
+    with search.study_lock(study, s.storage, s.artifacts):  # other workers may write theirs at the same moment
+        study.set_user_attr("confirmation", record)
     return out

@@ -196,12 +196,14 @@ def open_study(s: Settings, sp: space.Space) -> optuna.Study:
         pruner=make_pruner(s),
         load_if_exists=True,
     )
-    want, have = identity(s, sp), study.user_attrs.get("identity")
-    if have is None:
-        study.set_user_attr("identity", want)
-        study.set_user_attr("nas_version", nas.__version__)
-        study.set_user_attr("settings", {k: v for k, v in asdict(s).items() if k not in ("storage", "worker")})
-    elif have != want:
+    want = identity(s, sp)
+    with study_lock(study, s.storage_url, s.results_dir):  # workers on other machines may start now too
+        have = study.user_attrs.get("identity")
+        if have is None:
+            study.set_user_attr("identity", want)
+            study.set_user_attr("nas_version", nas.__version__)
+            study.set_user_attr("settings", {k: v for k, v in asdict(s).items() if k not in ("storage", "worker")})
+    if have is not None and have != want:
         diff = ", ".join(
             f"{k}: study has {have.get(k)!r}, command gives {want[k]!r}" for k in want if have.get(k) != want[k]
         )
@@ -267,7 +269,10 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
         if t.user_attrs.get("owner_trial", t.number) != t.number:
             continue  # a retry just popped: host and pid are its crashed original's until mark_owner
         if t.user_attrs.get("host") == host and pid and not _alive(pid):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            try:  # the storage changes a RUNNING trial's state for one caller only
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another process (or the heartbeat) failed and re-queued it first
             retry(study, study._storage.get_trial(t._trial_id))
             failed.append(t.number)
     return failed
@@ -355,9 +360,15 @@ def _inside(d: space.Dim, value) -> bool:
     return d.low <= value <= d.high
 
 
-def enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list[str]:
-    """Queue the seed's baselines that the space can express and the budget admits, once:
-    a baseline already trained, running or queued is not queued again."""
+def enqueue_baselines(study: optuna.Study, sp: space.Space, s: Settings) -> list[str]:
+    """Queue the seed's baselines that the space can express and the budget admits, once (under
+    the study's lock: other workers may be queueing them at the same moment): a baseline already
+    trained, running or queued is not queued again."""
+    with study_lock(study, s.storage_url, s.results_dir):
+        return _enqueue_baselines(study, sp, s.budget)
+
+
+def _enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list[str]:
     have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     queued = []
     for name in spec.baseline_names():
