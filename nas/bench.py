@@ -24,17 +24,10 @@ from nas.model import build
 
 def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int = 0, device="cpu") -> float:
     """Training images/s of the usual pipeline (what the seed's notebook does)."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
     torch.manual_seed(seed)
-    tf = transforms.Compose(
-        [
-            transforms.RandomRotation(config.recipe.rotation or 0.0, fill=0),
-            transforms.ToTensor(),
-            transforms.Normalize((data.MEAN,), (data.STD,)),
-        ]
-    )
-    dataset = datasets.MNIST(root, train=True, download=False, transform=tf)
+    dataset = datasets.MNIST(root, train=True, download=False, transform=seed_transform(config.recipe.rotation))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.recipe.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
     )
@@ -57,6 +50,14 @@ def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int
         n += len(y)
     _sync(device)
     return n / (time.perf_counter() - t0)
+
+
+def seed_transform(rotation: float):
+    """The seed's per-image transform: PIL RandomRotation (when the recipe rotates), ToTensor, Normalize."""
+    from torchvision import transforms
+
+    tf = [transforms.RandomRotation(rotation, fill=0)] if rotation > 0 else []
+    return transforms.Compose(tf + [transforms.ToTensor(), transforms.Normalize((data.MEAN,), (data.STD,))])
 
 
 def _sync(device) -> None:
@@ -214,15 +215,13 @@ def seed_trainer(data_dir: str, train_limit: int | None, val_limit: int | None, 
     """fit(config, seed, on_epoch) with the seed's pipeline on the search's validation split (the
     same images as `data.make_split(..., "val")`): the naive setting `nas search --pipeline seed`
     measures trials per hour against."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
     perm = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))
     train_idx, val_idx = perm[val_size:][:train_limit].tolist(), perm[:val_size][:val_limit].tolist()
 
     def loader(config: spec.Config, indices, rotation: float, shuffle: bool, batch_size: int):
-        tf = [transforms.RandomRotation(rotation, fill=0)] if rotation > 0 else []
-        tf += [transforms.ToTensor(), transforms.Normalize((data.MEAN,), (data.STD,))]
-        dataset = datasets.MNIST(data_dir, train=True, download=False, transform=transforms.Compose(tf))
+        dataset = datasets.MNIST(data_dir, train=True, download=False, transform=seed_transform(rotation))
         subset = torch.utils.data.Subset(dataset, indices)
         return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=shuffle, num_workers=workers)
 

@@ -85,6 +85,7 @@ def default_storage(results_dir: str) -> str:
 
 
 HEARTBEAT_VAR = "NAS_HEARTBEAT_SECONDS"  # the workers' heartbeat; a silent worker's trial fails after 4x
+RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)  # a failed trial is re-queued, twice at most
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -103,7 +104,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
             engine_kwargs=kwargs,
             heartbeat_interval=beat,
             grace_period=4 * beat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            heartbeat_stale_trial_callback=RETRY,
         )
     except Exception as e:  # malformed URL, missing driver, unreachable server
         raise SearchError(f"cannot open storage {mask(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
@@ -263,7 +264,6 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     """RUNNING trials started on this machine by a process that no longer exists (killed):
     fail them now, not after the heartbeat's grace period, and re-queue them."""
     host, failed = socket.gethostname(), []
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("owner_trial", t.number) != t.number:
@@ -273,7 +273,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another process (or the heartbeat) failed and re-queued it first
-            retry(study, study._storage.get_trial(t._trial_id))
+            RETRY(study, study._storage.get_trial(t._trial_id))
             failed.append(t.number)
     return failed
 
@@ -470,11 +470,10 @@ def worker(s: Settings, threads: int | None = None) -> None:
             study.stop()
 
     objective, t0 = objective_for(study, s, sp, split, device, fit), time.monotonic()
-    while counts(study)["trained"] < s.trials:
+    while (c := counts(study))["trained"] < s.trials:
         left = None if s.timeout is None else s.timeout - (time.monotonic() - t0)
         if left is not None and left <= 0:
             return
-        c = counts(study)
         if c["trained"] + c["running"] < s.trials:
             study.optimize(objective, timeout=left, callbacks=[stop_when_done], catch=(), gc_after_trial=False)
         else:  # the last slots are in training elsewhere: wait, so that a dead worker's trial is retried here
