@@ -35,7 +35,7 @@ def plain(draw):
 
 def _save(fig, path: Path) -> Path:
     try:
-        return atomic(path, lambda p: fig.savefig(p, dpi=110, bbox_inches="tight"))
+        return atomic(path, lambda p: fig.savefig(p, format=path.suffix[1:], dpi=110, bbox_inches="tight"))
     finally:
         plt.close(fig)
 

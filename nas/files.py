@@ -11,10 +11,11 @@ from pathlib import Path
 
 
 def atomic(path: Path, write_to: Callable[[Path], object]) -> Path:
-    """`write_to(tmp)` writes the content; `tmp` (same folder and suffix) then replaces `path`."""
+    """`write_to(tmp)` writes the content; `tmp` (same folder, ending .tmp: a kill mid-write leaves
+    nothing that globs as a result file) then replaces `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # never *.pt, *.csv
     os.close(fd)
     try:
         write_to(Path(tmp))
