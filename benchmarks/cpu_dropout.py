@@ -1,6 +1,7 @@
-"""Training steps of baseline-6 on the CPU with three dropout implementations, interleaved:
-torch's nn.Dropout, a float mask (x * (rand >= p) / (1 - p)), and nas's 16-bit mask
-(nas.model.Dropout). Prints images/s per repeat and the mean.
+"""Training steps of baseline-6 on the CPU with four dropout implementations, interleaved:
+torch's nn.Dropout, a float mask (x * (rand >= p) / (1 - p)), a 16-bit mask from torch's
+generator (four int16 lanes per int64 draw: nas before session 4), and nas's 16-bit mask from
+numpy's PCG64DXSM (nas.model.Dropout). Prints images/s per repeat and the mean.
 
     NAS_DATA_DIR=../shared/data python benchmarks/cpu_dropout.py [--steps 60] [--repeats 3]
 """
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas import data, model, spec
+from nas import data, model, spec, train
 
 
 class FloatMask(nn.Module):
@@ -25,11 +26,34 @@ class FloatMask(nn.Module):
         return x * torch.rand_like(x).ge_(self.p).div_(1 - self.p) if self.training else x
 
 
+class TorchBits(nn.Module):
+    """16 bits per element from torch's CPU generator: one int64 draw (63 random bits) serves four."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        low = round(p * 65536) - 32768
+        self.cut = torch.tensor([low, low, low, round(p * 32768)], dtype=torch.int16)  # lane 3: 15 bits
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        n = x.numel()
+        lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16).view(-1, 4)
+        keep = (lanes >= self.cut).view(-1)[:n].view(x.shape)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
 def network(kind: str, config: spec.Config) -> nn.Module:
     net = model.build(config)
     for i, m in enumerate(net):
         if isinstance(m, nn.Dropout):
-            net[i] = {"torch": nn.Dropout(m.p), "float mask": FloatMask(m.p), "nas 16-bit mask": m}[kind]
+            net[i] = {
+                "torch": nn.Dropout(m.p),
+                "float mask": FloatMask(m.p),
+                "16-bit, torch": TorchBits(m.p),
+                "16-bit, numpy": m,
+            }[kind]
     return net
 
 
@@ -51,11 +75,12 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=60)
 ap.add_argument("--repeats", type=int, default=3)
 args = ap.parse_args()
+train.keep_freed_memory()
 config = spec.load_baseline("baseline-6")
 batch = config.recipe.batch_size
 split = data.make_split(data.load_mnist(download=False), "val", train_limit=args.steps * batch, eval_limit=1)
 gen = torch.Generator().manual_seed(0)
-kinds = ["torch", "float mask", "nas 16-bit mask"]
+kinds = ["torch", "float mask", "16-bit, torch", "16-bit, numpy"]
 rates: dict[str, list[float]] = {k: [] for k in kinds}
 for _ in range(args.repeats):
     for k in kinds:

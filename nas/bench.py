@@ -98,22 +98,22 @@ def eval_throughput(config: spec.Config, mnist: dict, device="cpu") -> float:
     return len(split.eval_y) / (time.perf_counter() - t0)
 
 
-def _job(config_dict: dict, data_dir: str, steps: int, device: str, threads: int, out) -> None:
+def _job(config_dict: dict, data_dir: str, steps: int, device: str, threads: int, options: dict, out) -> None:
     torch.set_num_threads(threads)
     mnist = data.load_mnist(data_dir, download=False)
-    out.put(nas_loop(spec.from_dict(config_dict), mnist, steps, device))
+    out.put(nas_loop(spec.from_dict(config_dict), mnist, steps, device, **options))
 
 
-def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu") -> float:
+def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu", **options) -> float:
     """Total training images/s of `jobs` processes running nas's loop at once (on the CPU, one
-    thread each; on a GPU, sharing it, the cores split between them)."""
+    thread each; on a GPU, sharing it, the cores split between them). `options`: of train.train."""
     import multiprocessing
 
     from nas.search import worker_threads
 
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    args = (config.to_dict(), data_dir, steps, str(device), worker_threads(jobs), out)
+    args = (config.to_dict(), data_dir, steps, str(device), worker_threads(jobs), options, out)
     procs = [ctx.Process(target=_job, args=args) for _ in range(jobs)]
     for p in procs:
         p.start()
@@ -156,28 +156,34 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jobs: int, workers: int, sizes, say):
     """The side-by-side measurement, repeats interleaved so that the machine's noise hits every
     pipeline alike; then the scaling table. Returns (rows, scaling rows)."""
+    train.keep_freed_memory()  # the allocator nas trains with, for both pipelines alike
     mnist = data.load_mnist(data_dir, download=False)
     threads = torch.get_num_threads()
     gpu = device.type == "cuda"
     loop = "nas loop + CUDA graphs" if gpu else "nas loop"
-    variants = {  # name -> (label, options of train.train)
-        "nas": (f"{loop}, 1 process, {threads} threads", {}),
-        "nas_cl": (f"{loop} + channels_last, 1 process", {"channels_last": True}),
+    one = f"{loop}, 1 process, {threads} threads"
+    variants = {  # name -> (label, options of train.train, processes)
+        "nas": (one if gpu else f"{one}, NCHW", {"channels_last": False}, 1),
+        "nas_cl": (f"{one}, channels_last", {"channels_last": True}, 1),
     }
     if gpu:
-        variants["nas_eager"] = ("nas loop without CUDA graphs, 1 process", {"graphs": False})
-        variants["nas_bf16"] = (f"{loop} + bf16 autocast, 1 process", {"bf16": True})
+        variants["nas_eager"] = ("nas loop without CUDA graphs, 1 process", {"graphs": False}, 1)
+        variants["nas_bf16"] = (f"{one} + bf16 autocast", {"bf16": True}, 1)
+        variants["jobs"] = (f"{loop}, {jobs} processes sharing the GPU (whole machine)", {}, jobs)
+    else:  # a --jobs worker runs one thread, where train.train picks channels_last
+        whole = f"{loop}, {jobs} processes x 1 thread"
+        variants["jobs"] = (f"{whole}, channels_last (whole machine)", {"channels_last": True}, jobs)
+        variants["jobs_nchw"] = (f"{whole}, NCHW", {"channels_last": False}, jobs)
     names = {"seed": f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process"}
-    names |= {k: label for k, (label, _) in variants.items()}
-    share = "sharing the GPU" if gpu else "x 1 thread"
-    names["jobs"] = f"{loop}, {jobs} processes {share} (whole machine)"
+    names |= {k: label for k, (label, _, procs) in variants.items() if procs == 1 or jobs > 1}
     rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
         rates["seed"].append(seed_pipeline(config, data_dir, steps, workers, seed=r, device=device))
-        for key, (_, options) in variants.items():
-            rates[key].append(nas_loop(config, mnist, steps, device, seed=r, **options))
-        if jobs > 1:
-            rates["jobs"].append(parallel(config, data_dir, steps, jobs, device))
+        for key, (_, options, procs) in variants.items():
+            if procs == 1:
+                rates[key].append(nas_loop(config, mnist, steps, device, seed=r, **options))
+            elif jobs > 1:
+                rates[key].append(parallel(config, data_dir, steps, jobs, device, **options))
         say(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in rates.items() if v))
     base = statistics.mean(rates["seed"])
     rows = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -9,27 +10,25 @@ from nas import spec
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper mask on the CPU, where drawing the random numbers is the cost:
-    16 random bits per element (one int64 draw serves four) instead of one float each: the
-    training step of baseline-6 1.14x faster on this project's 2-core CPU
-    (`python benchmarks/cpu_dropout.py`). An element is kept when its draw is at or above p, so p
-    is exact to 1/32768.
-    Other devices, and evaluation, use torch's dropout; the repr and state are nn.Dropout's."""
+    """nn.Dropout with a cheaper mask on the CPU, where drawing the random numbers is the cost.
+    torch's CPU generator (mt19937) draws one float per element; here numpy's PCG64DXSM draws 64
+    bits that serve four elements (16 bits each), seeded per call from torch's generator, so
+    `torch.manual_seed` still fixes every mask. An element is kept when its 16 bits, read as an
+    int16, are at or above round(p * 65536) - 32768: p is exact to 1/65536. The mask is built in
+    x's memory layout (NCHW or channels_last), so the multiply runs over plain contiguous memory.
+    Other devices, and evaluation, use torch's dropout; the repr and state are nn.Dropout's.
+    `python benchmarks/cpu_dropout.py` measures it against torch's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or x.device.type != "cpu":
             return super().forward(x)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
         n = x.numel()
-        draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # 63 random bits each
-        lanes = draws.view(torch.int16).view(-1, 4)  # little-endian: lane 3 holds the top 15 bits
-        keep = (lanes >= _thresholds(self.p)).view(-1)[:n].view(x.shape)
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
-
-
-def _thresholds(p: float) -> torch.Tensor:
-    """Per-lane int16 cut-offs with P(draw < cut-off) = p: lanes 0-2 span [-32768, 32767], lane 3 [0, 32767]."""
-    low = round(p * 65536) - 32768
-    return torch.tensor([low, low, low, round(p * 32768)], dtype=torch.int16)
+        seed = int(torch.randint(2**63 - 1, ()).item())
+        bits = np.random.PCG64DXSM(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
+        mask = (bits >= round(self.p * 65536) - 32768) * np.float32(1.0 / (1.0 - self.p))
+        return x * torch.from_numpy(mask).as_strided(x.shape, x.stride())
 
 
 def build(config: spec.Config) -> nn.Sequential:

@@ -6,6 +6,8 @@ Epoch order (canonical): set lr, train one epoch, evaluate, hand the epoch to `o
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -58,6 +60,20 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@functools.cache
+def keep_freed_memory() -> None:
+    """Process-wide: glibc hands freed blocks above its mmap threshold back to the OS, and every
+    training step then faults the same megabytes in again (thousands of page faults per step on
+    the CPU). Serve up to 32 MB blocks from the heap and keep up to 1 GB free there instead.
+    Linux glibc only; elsewhere nothing happens."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
+
+
 def graphs_for(device: torch.device, graphs: bool | None) -> bool:
     if graphs and device.type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
@@ -99,24 +115,29 @@ def train(
     on_epoch: Callable[[Epoch], None] | None = None,
     on_step: Callable[[], None] | None = None,
     epochs: int | None = None,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     checkpoint: Path | None = None,
     graphs: bool | None = None,
     bf16: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
-    `channels_last`: NHWC memory layout for model and batches (`nas bench` measures it).
+    `channels_last`: NHWC memory layout for model and batches; None = on a CPU running one torch
+    thread (a `--jobs` worker), where it measured 1.26x, and not on two threads, where BatchNorm's
+    NHWC kernel scales badly (0.7x; `nas bench` prints both).
     `checkpoint`: a file written after every epoch (weights, optimizer, schedule, random states,
     history); when it exists, training resumes after its last epoch and ends exactly as an
     uninterrupted run would. `on_epoch` sees every epoch, the restored ones included.
     `graphs`: replay the step as a CUDA graph (nas.graphs); None = yes on CUDA. `bf16`: autocast
     the forward pass to bfloat16 (a GPU option; slower on this project's CPU)."""
     device = torch.device(device)
+    keep_freed_memory()
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
     gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
     model = build(config).to(device)
+    if channels_last is None:
+        channels_last = device.type == "cpu" and torch.get_num_threads() == 1
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     graphs = graphs_for(device, graphs)

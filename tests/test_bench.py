@@ -20,7 +20,7 @@ def test_bench_quick_prints_ratios_and_writes_csv(tmp_path, data_dir):
     assert "seed pipeline: DataLoader + PIL RandomRotation" in r.stdout and "vs seed pipeline" in r.stdout
     (throughput,) = (tmp_path / "bench").glob("*-throughput.csv")
     frame = pd.read_csv(throughput)
-    assert len(frame) == 5 and (frame["img_per_s"] > 0).all()
+    assert len(frame) == 6 and (frame["img_per_s"] > 0).all()  # seed, nas x 2 layouts, --jobs x 2, eval
     assert frame["ratio"].iloc[0] == 1.0 and frame["cpu"].notna().all() and (frame["torch"] != "").all()
     (scaling,) = (tmp_path / "bench").glob("*-scaling.csv")
     assert pd.read_csv(scaling)["params"].tolist() == [

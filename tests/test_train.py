@@ -77,13 +77,16 @@ def test_baseline_6_learns_in_one_epoch_on_full_mnist(mnist):
 
 
 def test_channels_last_is_deterministic_and_learns_the_same(small_split):
-    """The NHWC layout is a speed option: run to run identical, and the same training up to
-    float rounding (a different summation order inside the convolutions)."""
+    """The NHWC layout is a speed option: run to run identical, and without dropout the same training
+    up to float rounding (a different summation order inside the convolutions). With dropout the
+    masks follow memory order (nas.model.Dropout), so NHWC draws other, equally random, masks."""
     _, a = train.train(SMALL, small_split, seed=3, channels_last=True)
     _, b = train.train(SMALL, small_split, seed=3, channels_last=True)
-    _, ref = train.train(SMALL, small_split, seed=3)
     assert accuracies(a) == accuracies(b)
-    assert a.epochs[-1].eval_acc == pytest.approx(ref.epochs[-1].eval_acc, abs=1.0)
+    plain = dataclasses.replace(SMALL, recipe=dataclasses.replace(SMALL.recipe, dropout=0.0))
+    _, nhwc = train.train(plain, small_split, seed=3, channels_last=True)
+    _, ref = train.train(plain, small_split, seed=3)
+    assert nhwc.epochs[-1].eval_acc == pytest.approx(ref.epochs[-1].eval_acc, abs=1.0)
 
 
 def test_checkpoint_resumes_exactly_where_training_stopped(small_split, tmp_path):
@@ -105,7 +108,7 @@ def test_checkpoint_resumes_exactly_where_training_stopped(small_split, tmp_path
 
 @pytest.mark.parametrize("p", [0.05, 0.3])
 def test_cpu_dropout_drops_each_element_with_probability_p(p):
-    """nas's CPU dropout (16 random bits per element, four per int64 draw): every position of the
+    """nas's CPU dropout (16 random bits per element, four per 64-bit draw): every position of the
     four-lane packing drops at rate p, kept values are scaled by 1/(1-p), gradients follow the mask,
     evaluation is the identity, and the mask follows torch's seed."""
     from nas.model import Dropout
@@ -121,6 +124,24 @@ def test_cpu_dropout_drops_each_element_with_probability_p(p):
     torch.manual_seed(0)
     assert torch.equal(Dropout(p)(x), y)
     assert torch.equal(Dropout(p).eval()(x), x)
+    assert not torch.equal(Dropout(p)(x), y)  # the next call draws a new mask
+
+
+def test_cpu_dropout_keeps_the_memory_layout():
+    """A channels_last activation gets its mask in channels_last order: the output keeps the layout,
+    and the same seed drops the same memory positions whatever the layout (NHWC is NCHW permuted)."""
+    from nas.model import Dropout
+
+    x = torch.randn(8, 6, 5, 5)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    a = Dropout(0.3)(nhwc)
+    assert a.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(1)
+    b = Dropout(0.3)(x.permute(0, 2, 3, 1).contiguous())  # the same memory, read as NHWC
+    assert torch.equal(a.permute(0, 2, 3, 1), b)
+    dropped = (a == 0).float().mean().item()
+    assert 0.25 < dropped < 0.35
 
 
 def test_cuda_graphs_are_refused_off_cuda(small_split):
