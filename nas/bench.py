@@ -1,7 +1,9 @@
 """`nas bench`: the seed's pipeline and nas's loop, side by side in one run, on this machine.
 
 (a) the seed's pipeline written plainly: torchvision's MNIST dataset, per-image PIL
-    `RandomRotation` + `ToTensor` + `Normalize`, a `DataLoader` with worker processes, one model;
+    `RandomRotation` + `ToTensor` + `Normalize`, a `DataLoader` with worker processes, one model of
+    torch's own modules, in a fresh process (on the CPU also once more with nas's dropout and
+    allocator setting, to show what those two are worth on their own);
 (b) nas's loop (`nas.train.train`): tensors in memory, index-slice batches, batched rotation;
 (c) nas's loop in `jobs` processes at once, one torch thread each: the machine as a whole.
 
@@ -17,13 +19,18 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from nas import data, spec, train
-from nas.model import build
+from nas.model import Dropout, build
 
 
-def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int = 0, device="cpu") -> float:
-    """Training images/s of the usual pipeline (what the seed's notebook does)."""
+def seed_pipeline(
+    config: spec.Config, root, steps: int, workers: int, seed: int = 0, device="cpu", nas_cpu: bool = False
+) -> float:
+    """Training images/s of the usual pipeline (what the seed's notebook does): torch's own modules
+    (nn.Dropout) and the allocator as it comes. `nas_cpu`: with nas's two process-level CPU levers
+    instead (nas.model.Dropout, train.keep_freed_memory), to show what they alone are worth."""
     from torchvision import datasets
 
     torch.manual_seed(seed)
@@ -31,7 +38,9 @@ def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.recipe.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
     )
-    model = build(config).to(device)
+    if nas_cpu:
+        train.keep_freed_memory()
+    model = (build(config) if nas_cpu else plain_model(config)).to(device)
     optimizer = train.make_optimizer(model, config.recipe)
     model.train()
     it = iter(loader)
@@ -50,6 +59,11 @@ def seed_pipeline(config: spec.Config, root, steps: int, workers: int, seed: int
         n += len(y)
     _sync(device)
     return n / (time.perf_counter() - t0)
+
+
+def plain_model(config: spec.Config) -> nn.Sequential:
+    """The config's network built from torch's modules only, as the seed's notebook has it."""
+    return nn.Sequential(*[nn.Dropout(m.p) if isinstance(m, Dropout) else m for m in build(config)])
 
 
 def seed_transform(rotation: float):
@@ -98,29 +112,44 @@ def eval_throughput(config: spec.Config, mnist: dict, device="cpu") -> float:
     return len(split.eval_y) / (time.perf_counter() - t0)
 
 
-def _job(config_dict: dict, data_dir: str, steps: int, device: str, threads: int, options: dict, out) -> None:
-    torch.set_num_threads(threads)
+def _call(out, threads: int | None, fn, args: tuple) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    out.put(fn(*args))
+
+
+def in_processes(n: int, fn, *args, threads: int | None = None) -> list:
+    """fn(*args) in `n` fresh processes at once, `threads` torch threads each; their results.
+    Spawned, so nothing of this process carries over (its allocator setting included)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_call, args=(out, threads, fn, args)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    return results
+
+
+def _nas_job(config_dict: dict, data_dir: str, steps: int, device: str, options: dict) -> float:
     mnist = data.load_mnist(data_dir, download=False)
-    out.put(nas_loop(spec.from_dict(config_dict), mnist, steps, device, **options))
+    return nas_loop(spec.from_dict(config_dict), mnist, steps, device, **options)
+
+
+def _seed_job(config_dict: dict, data_dir: str, steps: int, workers: int, seed: int, device: str, nas_cpu: bool):
+    return seed_pipeline(spec.from_dict(config_dict), data_dir, steps, workers, seed, device, nas_cpu)
 
 
 def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu", **options) -> float:
     """Total training images/s of `jobs` processes running nas's loop at once (on the CPU, one
     thread each; on a GPU, sharing it, the cores split between them). `options`: of train.train."""
-    import multiprocessing
-
     from nas.search import worker_threads
 
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    args = (config.to_dict(), data_dir, steps, str(device), worker_threads(jobs), options, out)
-    procs = [ctx.Process(target=_job, args=args) for _ in range(jobs)]
-    for p in procs:
-        p.start()
-    rates = [out.get(timeout=1800) for _ in procs]
-    for p in procs:
-        p.join()
-    return sum(rates)
+    args = (config.to_dict(), data_dir, steps, str(device), options)
+    return sum(in_processes(jobs, _nas_job, *args, threads=worker_threads(jobs)))
 
 
 def scaled(config: spec.Config, target: int) -> spec.Config:
@@ -156,7 +185,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jobs: int, workers: int, sizes, say):
     """The side-by-side measurement, repeats interleaved so that the machine's noise hits every
     pipeline alike; then the scaling table. Returns (rows, scaling rows)."""
-    train.keep_freed_memory()  # the allocator nas trains with, for both pipelines alike
     mnist = data.load_mnist(data_dir, download=False)
     threads = torch.get_num_threads()
     gpu = device.type == "cuda"
@@ -174,11 +202,16 @@ def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jo
         whole = f"{loop}, {jobs} processes x 1 thread"
         variants["jobs"] = (f"{whole}, channels_last (whole machine)", {"channels_last": True}, jobs)
         variants["jobs_nchw"] = (f"{whole}, NCHW", {"channels_last": False}, jobs)
+    seeds = {"seed": False} if gpu else {"seed": False, "seed_nas": True}  # key -> nas_cpu
     names = {"seed": f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process"}
+    if not gpu:
+        names["seed_nas"] = "seed pipeline + nas's CPU dropout and allocator setting"
     names |= {k: label for k, (label, _, procs) in variants.items() if procs == 1 or jobs > 1}
     rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        rates["seed"].append(seed_pipeline(config, data_dir, steps, workers, seed=r, device=device))
+        for key, nas_cpu in seeds.items():  # a fresh process: this one's allocator setting stays out
+            args = (config.to_dict(), data_dir, steps, workers, r, str(device), nas_cpu)
+            rates[key] += in_processes(1, _seed_job, *args)
         for key, (_, options, procs) in variants.items():
             if procs == 1:
                 rates[key].append(nas_loop(config, mnist, steps, device, seed=r, **options))
@@ -234,7 +267,7 @@ def seed_trainer(data_dir: str, train_limit: int | None, val_limit: int | None, 
     def fit(config: spec.Config, seed: int, on_epoch) -> None:
         torch.manual_seed(seed)
         r = config.recipe
-        model = build(config)
+        model = plain_model(config)
         optimizer = train.make_optimizer(model, r)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, r.step_size or 10**9, r.gamma)
         train_loader = loader(config, train_idx, r.rotation, True, r.batch_size)

@@ -20,7 +20,7 @@ def test_bench_quick_prints_ratios_and_writes_csv(tmp_path, data_dir):
     assert "seed pipeline: DataLoader + PIL RandomRotation" in r.stdout and "vs seed pipeline" in r.stdout
     (throughput,) = (tmp_path / "bench").glob("*-throughput.csv")
     frame = pd.read_csv(throughput)
-    assert len(frame) == 6 and (frame["img_per_s"] > 0).all()  # seed, nas x 2 layouts, --jobs x 2, eval
+    assert len(frame) == 7 and (frame["img_per_s"] > 0).all()  # seed x 2, nas x 2 layouts, --jobs x 2, eval
     assert frame["ratio"].iloc[0] == 1.0 and frame["cpu"].notna().all() and (frame["torch"] != "").all()
     (scaling,) = (tmp_path / "bench").glob("*-scaling.csv")
     assert pd.read_csv(scaling)["params"].tolist() == [
@@ -40,3 +40,14 @@ def test_naive_search_pipeline_trains_on_the_same_split(tmp_path, data_dir):
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2 and all(len(t.user_attrs["history"]) == 2 for t in done)
     assert all(0 < t.value <= 100 for t in done)
+
+
+def test_seed_pipeline_trains_torch_modules_only():
+    """The reference is the seed's plain PyTorch: torch's nn.Dropout, not nas's CPU dropout."""
+    from torch import nn
+
+    from nas.model import Dropout, count_parameters
+
+    net = bench.plain_model(spec.load_baseline("baseline-6"))
+    assert [type(m) for m in net if isinstance(m, nn.Dropout)] == [nn.Dropout] * 5
+    assert not any(isinstance(m, Dropout) for m in net) and count_parameters(net) == 7826
