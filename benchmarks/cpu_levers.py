@@ -6,6 +6,7 @@
    channels_last at 1 and 2 threads, by channel count C.
 3. torch.compile: nas's model compiled (inductor) against eager, NCHW on 2 threads and
    channels_last on 1 thread, with the compile time.
+4. small levers: in-place ReLU, fused SGD, foreach SGD against the default step.
 
     NAS_DATA_DIR=../shared/data python benchmarks/cpu_levers.py [--steps 100] [--repeats 3] [--parts 1,2,3]
 """
@@ -86,11 +87,11 @@ def batchnorm() -> None:
     torch.set_num_threads(2)
 
 
-def train_rate(net, config, split, layout) -> tuple[float, float]:
+def train_rate(net, config, split, layout, optimizer=None) -> tuple[float, float]:
     """(images/s after the first two steps, seconds of the first two steps: compilation)."""
     from nas import data, train
 
-    optimizer = train.make_optimizer(net, config.recipe)
+    optimizer = optimizer or train.make_optimizer(net, config.recipe)
     gen = torch.Generator().manual_seed(0)
     idxs = data.batches(len(split.train_y), config.recipe.batch_size, gen)
     times = []
@@ -128,10 +129,42 @@ def compiled(steps: int) -> None:
     torch.set_num_threads(2)
 
 
+def small(steps: int, repeats: int) -> None:
+    from torch import nn
+
+    from nas import data, model, spec
+
+    print(f"4. small levers, NCHW on 2 threads, baseline-6, {steps} steps, {repeats} repeats interleaved, images/s")
+    config = spec.load_baseline("baseline-6")
+    split = data.make_split(data.load_mnist(download=False), "val", train_limit=(steps + 2) * 128, eval_limit=1)
+    r = config.recipe
+
+    def variant(name: str):
+        torch.manual_seed(0)
+        net = model.build(config).train()
+        if name == "in-place ReLU":
+            for m in net:
+                if isinstance(m, nn.ReLU):
+                    m.inplace = True
+        extra = {"fused SGD": {"fused": True}, "foreach SGD": {"foreach": True}}.get(name, {})
+        optimizer = torch.optim.SGD(net.parameters(), lr=r.lr, momentum=r.momentum, **extra)
+        return train_rate(net, config, split, torch.contiguous_format, optimizer)[0]
+
+    names = ["default", "in-place ReLU", "fused SGD", "foreach SGD"]
+    rates = {n: [] for n in names}
+    for _ in range(repeats):
+        for n in names:
+            rates[n].append(variant(n))
+    base = statistics.mean(rates["default"])
+    for n in names:
+        mean = statistics.mean(rates[n])
+        print(f"   {n:16s} {mean:7,.0f} ± {statistics.stdev(rates[n]):4,.0f} img/s   {mean / base:.2f}x")
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--steps", type=int, default=100)
 ap.add_argument("--repeats", type=int, default=3)
-ap.add_argument("--parts", default="1,2,3")
+ap.add_argument("--parts", default="1,2,3,4")
 args = ap.parse_args()
 parts = args.parts.split(",")
 print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -141,3 +174,5 @@ if "2" in parts:
     batchnorm()
 if "3" in parts:
     compiled(args.steps)
+if "4" in parts:
+    small(args.steps, args.repeats)

@@ -89,6 +89,21 @@ def test_channels_last_is_deterministic_and_learns_the_same(small_split):
     assert nhwc.epochs[-1].eval_acc == pytest.approx(ref.epochs[-1].eval_acc, abs=1.0)
 
 
+def test_layout_follows_the_thread_count_on_cpu(small_split):
+    """channels_last by default only where it measured faster: a CPU process on one torch thread."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, _ = train.train(SMALL, small_split, seed=0, epochs=1)
+        torch.set_num_threads(2)
+        two, _ = train.train(SMALL, small_split, seed=0, epochs=1)
+    finally:
+        torch.set_num_threads(threads)
+    (_, second, *_), (_, other, *_) = [[m for m in net if isinstance(m, torch.nn.Conv2d)] for net in (one, two)]
+    assert second.weight.is_contiguous(memory_format=torch.channels_last) and not second.weight.is_contiguous()
+    assert other.weight.is_contiguous()
+
+
 def test_checkpoint_resumes_exactly_where_training_stopped(small_split, tmp_path):
     _, whole = train.train(SMALL, small_split, seed=5)
 
