@@ -102,8 +102,9 @@ def replay(
     threshold: float = 99.40,
     train_limit: int | None = None,
 ) -> list[dict]:
-    """Train `config` once per seed, printing the epochs; write run.json and history.csv to `out`
-    after every seed (so an interrupted replay keeps the seeds it finished)."""
+    """Train `config` once per seed, printing the epochs; write run.json, history.csv and the
+    seed's final weights (weights-seed{N}.pt, a state_dict of nas.model.build(config.json)) to
+    `out` after every seed (so an interrupted replay keeps the seeds it finished)."""
     split = data.make_split(mnist, evaluate_on="test", train_limit=train_limit, device=device)
     n_epochs = epochs or config.recipe.epochs
     steps = -(-len(split.train_y) // config.recipe.batch_size) * n_epochs
@@ -125,7 +126,7 @@ def replay(
     for seed in seeds:
         with display.progress(steps, f"{config.name} seed {seed}") as (advance, say):
             say(display.epoch_header("test"))
-            _, history = train.train(
+            model, history = train.train(
                 config,
                 split,
                 seed,
@@ -138,6 +139,8 @@ def replay(
         record["runs"].append({**history.to_dict(), "verdict": verdicts[-1]})
         rows += [{"seed": seed, **vars(e)} for e in history.epochs]
         record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        atomic(out / f"weights-seed{seed}.pt", lambda p, m=model: torch.save(m.cpu().state_dict(), p))
+        write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         write_atomic(out / "run.json", json.dumps(record, indent=2) + "\n")
         frame = pd.DataFrame(rows).rename(columns={"eval_loss": "test_loss", "eval_acc": "test_acc"})
         write_atomic(out / "history.csv", frame.to_csv(index=False, float_format="%.6g"))

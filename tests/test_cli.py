@@ -65,6 +65,18 @@ def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
     assert record["train_limit"] == 3000 and record["provenance"]["torch"]
     lines = (run_dir / "history.csv").read_text().splitlines()
     assert lines[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(lines) == 1 + 4
+    # each seed's final weights, rebuilt from the folder's config.json, test as the run recorded
+    import torch
+
+    from nas import data, train
+    from nas.model import build
+
+    split = data.make_split(data.load_mnist(data_dir, download=False), "test")
+    for seed in (0, 1):
+        net = build(spec.load(run_dir / "config.json"))
+        net.load_state_dict(torch.load(run_dir / f"weights-seed{seed}.pt", weights_only=True))
+        _, acc = train.evaluate(net, split.eval_x, split.eval_y)
+        assert acc == record["runs"][seed]["epochs"][-1]["eval_acc"]
 
 
 def test_invalid_config_file_names_the_field(tmp_path):
