@@ -189,7 +189,7 @@ def run_replay(args, config: spec.Config, is_baseline: bool) -> None:
         if not any(out.iterdir()):  # stopped before the first seed finished: leave no empty folder
             out.rmdir()
     display.console.print(display.verdict_table(config, verdicts, args.last_k, args.threshold))
-    display.console.print(f"written: {out}/run.json, {out}/history.csv")
+    display.console.print(f"written: {out}/run.json, history.csv, config.json, weights-seed<N>.pt")
 
 
 def resolve_device(name: str):

@@ -5,18 +5,18 @@ leaves half a file."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 
 def atomic(path: Path, write_to: Callable[[Path], object]) -> Path:
-    """`write_to(tmp)` writes the content; `tmp` (same folder, ending .tmp: a kill mid-write leaves
-    nothing that globs as a result file) then replaces `path`."""
+    """`write_to(tmp)` creates and writes the content; `tmp` (same folder, a unique name ending .tmp:
+    a kill mid-write leaves nothing that globs as a result file) then replaces `path`. The writer
+    creates the file, so it gets the usual permissions (umask), not a private temporary file's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # never *.pt, *.csv
-    os.close(fd)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"  # never *.pt, *.csv
     try:
         write_to(Path(tmp))
         os.replace(tmp, path)

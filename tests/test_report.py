@@ -121,3 +121,27 @@ def test_dashboard_serves_the_study_its_attributes_and_artifacts(reported):
 def test_dashboard_bad_input(argv, message, reported):
     r = run_nas("dashboard", "--results-dir", reported, *argv)
     assert r.returncode == 2 and message in r.stderr
+
+
+def test_result_files_are_written_whole_with_the_usual_permissions(tmp_path):
+    """nas.files.atomic: the file appears complete under its name, nothing else is left beside it,
+    and it is readable as the umask allows (a shared results folder), not private to its writer."""
+    import os
+
+    from nas.files import atomic
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic(tmp_path / "sub" / "table.csv", lambda p: p.write_text("a,b\n1,2\n"))
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "a,b\n1,2\n" and os.listdir(tmp_path / "sub") == ["table.csv"]
+    assert path.stat().st_mode & 0o777 == 0o644
+
+    def crash(p):
+        p.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic(path, crash)
+    assert path.read_text() == "a,b\n1,2\n" and os.listdir(tmp_path / "sub") == ["table.csv"]
