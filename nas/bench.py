@@ -202,14 +202,14 @@ def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jo
         whole = f"{loop}, {jobs} processes x 1 thread"
         variants["jobs"] = (f"{whole}, channels_last (whole machine)", {"channels_last": True}, jobs)
         variants["jobs_nchw"] = (f"{whole}, NCHW", {"channels_last": False}, jobs)
-    seeds = {"seed": False} if gpu else {"seed": False, "seed_nas": True}  # key -> nas_cpu
-    names = {"seed": f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process"}
-    if not gpu:
-        names["seed_nas"] = "seed pipeline + nas's CPU dropout and allocator setting"
+    seeds = {"seed": (f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process", False)}
+    if not gpu:  # key -> (label, nas_cpu)
+        seeds["seed_nas"] = ("seed pipeline + nas's CPU dropout and allocator setting", True)
+    names = {k: label for k, (label, _) in seeds.items()}
     names |= {k: label for k, (label, _, procs) in variants.items() if procs == 1 or jobs > 1}
     rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        for key, nas_cpu in seeds.items():  # a fresh process: this one's allocator setting stays out
+        for key, (_, nas_cpu) in seeds.items():  # a fresh process: this one's allocator setting stays out
             args = (config.to_dict(), data_dir, steps, workers, r, str(device), nas_cpu)
             rates[key] += in_processes(1, _seed_job, *args)
         for key, (_, options, procs) in variants.items():

@@ -123,8 +123,8 @@ def train(
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
     `channels_last`: NHWC memory layout for model and batches; None = on a CPU running one torch
-    thread (a `--jobs` worker), where it measured 1.26x, and not on two threads, where BatchNorm's
-    NHWC kernel scales badly (0.7x; `nas bench` prints both).
+    thread (a `--jobs` worker), where `nas bench` measured 1.27x, and not on two threads, where
+    BatchNorm's NHWC kernel scales badly (0.69x; `nas bench` prints both).
     `checkpoint`: a file written after every epoch (weights, optimizer, schedule, random states,
     history); when it exists, training resumes after its last epoch and ends exactly as an
     uninterrupted run would. `on_epoch` sees every epoch, the restored ones included.
