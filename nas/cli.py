@@ -131,10 +131,14 @@ def add_commands(sub) -> None:
 
     sub.add_parser("spaces", help="list the search spaces and their dimensions")
 
-    p = sub.add_parser("studies", help="list the studies in a storage, or delete one")
+    p = sub.add_parser("studies", help="list the studies in a storage, or delete or rename one")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)")
     p.add_argument("--results-dir", default="results")
-    p.add_argument("--delete", metavar="STUDY", help="delete this study (asks no question: it is gone)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--delete", metavar="STUDY", help="delete this study (asks no question: it is gone)")
+    group.add_argument(
+        "--rename", nargs=2, metavar=("STUDY", "NEW"), help="rename a study, its confirmation and its results folder"
+    )
 
 
 def cmd_replay(args) -> None:
@@ -208,12 +212,11 @@ def resolve_device(name: str):
     return device
 
 
-def cmd_search(args) -> None:
-    import time
+def search_settings(args):
+    """`nas search`'s options as search.Settings."""
+    from nas import data, search
 
-    from nas import data, display, report, search
-
-    s = search.Settings(
+    return search.Settings(
         space=args.space,
         budget=args.budget,
         trials=args.trials,
@@ -233,6 +236,14 @@ def cmd_search(args) -> None:
         epochs=args.epochs,
         pipeline=args.pipeline,
     )
+
+
+def cmd_search(args) -> None:
+    import time
+
+    from nas import data, display, report, search
+
+    s = search_settings(args)
     sp = search.check(s)  # nothing is written before these checks pass
     device = resolve_device(args.device)
     mnist = data.load_mnist(s.data_dir, download=not args.no_download)
@@ -513,6 +524,9 @@ def cmd_studies(args) -> None:
             optuna.delete_study(study_name=name, storage=storage)
         display.console.print(f"deleted {', '.join(map(repr, doomed))} from {search.mask(url)}")
         return
+    if args.rename:
+        rename_study(url, *args.rename, Path(args.results_dir))
+        return
     t = Table(title=f"studies in {search.mask(url)}", title_justify="left")
     for col in ("study", "budget", "space", "trials", "trained", "best val %", "best params"):
         t.add_column(col, justify="left" if col in ("study", "space") else "right")
@@ -531,6 +545,21 @@ def cmd_studies(args) -> None:
             f"{best.user_attrs.get('params', 0):,}" if best else "-",
         )
     display.console.print(t)
+
+
+def rename_study(url: str, old: str, new: str, results_dir: Path) -> None:
+    from nas import display, search
+
+    pairs = search.rename_plan(url, old, new)
+    folder, target = results_dir / old, results_dir / new
+    if folder.exists() and target.exists():
+        raise UsageError(f"{target} already exists; move it away or choose another name")
+    search.rename_study(url, pairs)
+    for o, n in pairs:
+        display.console.print(f"renamed study {o!r} to {n!r} in {search.mask(url)}")
+    if folder.exists():
+        folder.rename(target)
+        display.console.print(f"moved {folder} to {target} (`nas report --study {new}` rewrites it under the new name)")
 
 
 COMMANDS = {

@@ -93,12 +93,23 @@ def _onnx(model: torch.nn.Module, path: Path) -> None:
     )
 
 
-def load_model(folder: str | Path) -> torch.nn.Module:
-    """Rebuild an exported network from its folder, weights loaded, in eval mode."""
+def load_model(folder: str | Path, seed: int | None = None) -> torch.nn.Module:
+    """Rebuild a network from its folder, weights loaded, in eval mode: a `nas export` folder
+    (weights.pt) or a `nas replay` / `nas train` run folder (weights-seed<N>.pt: `seed` picks one,
+    needed when the run has several)."""
     folder = Path(folder)
     config = spec.load(folder / "config.json")
+    if (folder / "weights.pt").exists() and seed is None:
+        weights = folder / "weights.pt"
+    else:
+        seeds = sorted(int(p.stem.removeprefix("weights-seed")) for p in folder.glob("weights-seed*.pt"))
+        if seed is None and len(seeds) != 1:
+            raise ExportError(f"{folder} holds the weights of seeds {seeds or 'none'}: pass seed= one of them")
+        if seed is not None and seed not in seeds:
+            raise ExportError(f"{folder} has no weights for seed {seed} (seeds: {seeds or 'none'})")
+        weights = folder / f"weights-seed{seeds[0] if seed is None else seed}.pt"
     model = build(config)
-    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True, map_location="cpu"))
+    model.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
     return model.eval()
 
 

@@ -303,8 +303,9 @@ def best_model_figures(study, best: dict, runs: dict, artifacts: str, mnist: dic
 
 def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) -> int:
     """Upload the report's files to the study as Optuna artifacts (optuna-dashboard shows them
-    beside the trials) and save `note` as the study's dashboard note. A file is uploaded again
-    only when its content changed; returns how many were uploaded."""
+    beside the trials) and save `note` as the study's dashboard note. A file whose content changed
+    since the last report is written over its artifact (same id: the dashboard lists each file once);
+    returns how many files were uploaded or rewritten."""
     import hashlib
 
     import optuna_dashboard
@@ -318,7 +319,14 @@ def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) ->
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if known.get(path.name, {}).get("sha256") == digest:
             continue
-        artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=study)
+        if path.name in known:
+            artifact_id = known[path.name]["artifact_id"]
+            with path.open("rb") as body:
+                store.write(artifact_id, body)
+        else:
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=store, file_path=str(path), study_or_trial=study
+            )
         known[path.name] = {"sha256": digest, "artifact_id": artifact_id}
         uploaded += 1
     study.set_user_attr("report_artifacts", known)

@@ -212,6 +212,42 @@ def open_study(s: Settings, sp: space.Space) -> optuna.Study:
     return study
 
 
+def rename_plan(url: str, old: str, new: str) -> list[tuple[str, str]]:
+    """The (old, new) names of a study and its confirmation study, checked: the old ones exist and
+    are idle, the new ones are free. Writes nothing."""
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
+    if old not in names:
+        raise SearchError(f"no study {old!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
+    pairs = [(o, n) for o, n in ((old, new), (f"{old}-confirm", f"{new}-confirm")) if o in names]
+    taken = [n for _, n in pairs if n in names]
+    if taken:
+        raise SearchError(f"study {taken[0]!r} already exists in {mask(url)}; choose another name")
+    for o, _ in pairs:
+        running = optuna.load_study(study_name=o, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        if running:
+            raise SearchError(f"study {o!r} has {len(running)} running trial(s): stop its workers first")
+    return pairs
+
+
+def rename_study(url: str, pairs: list[tuple[str, str]]) -> None:
+    """Rename studies in one storage (pairs from rename_plan): each copied whole (attributes,
+    trials with their numbers and artifact ids), then the old ones deleted. A copy that fails
+    half-way is removed, so either the new names hold whole studies or nothing changed."""
+    storage = open_storage(url)
+    try:
+        for o, n in pairs:
+            optuna.copy_study(from_study_name=o, from_storage=storage, to_storage=storage, to_study_name=n)
+    except BaseException:
+        made = set(optuna.get_all_study_names(storage))
+        for _, n in pairs:
+            if n in made:
+                optuna.delete_study(study_name=n, storage=storage)
+        raise
+    for o, _ in pairs:
+        optuna.delete_study(study_name=o, storage=storage)
+
+
 # --------------------------------------------------------------------------- counting
 
 

@@ -47,6 +47,9 @@ BAD = [
     (["export", "--study", "one", "--rank", "5", "--out", "{t}/x"], "--rank must be between 1 and 1"),
     (["report", "--study", "nope"], "no study 'nope'"),
     (["studies", "--delete", "nope"], "no study 'nope'"),
+    (["studies", "--rename", "nope", "new"], "no study 'nope'"),
+    (["studies", "--rename", "one", "one"], "study 'one' already exists"),
+    (["studies", "--rename", "one", "artifacts"], "artifacts already exists; move it away or choose another name"),
 ]
 
 

@@ -68,7 +68,9 @@ def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
     # each seed's final weights, rebuilt from the folder's config.json, test as the run recorded
     import torch
 
+    import nas
     from nas import data, train
+    from nas.export import ExportError
     from nas.model import build
 
     split = data.make_split(data.load_mnist(data_dir, download=False), "test")
@@ -77,6 +79,12 @@ def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
         net.load_state_dict(torch.load(run_dir / f"weights-seed{seed}.pt", weights_only=True))
         _, acc = train.evaluate(net, split.eval_x, split.eval_y)
         assert acc == record["runs"][seed]["epochs"][-1]["eval_acc"]
+        _, acc = train.evaluate(nas.load_model(run_dir, seed=seed), split.eval_x, split.eval_y)
+        assert acc == record["runs"][seed]["epochs"][-1]["eval_acc"]
+    with pytest.raises(ExportError, match=r"holds the weights of seeds \[0, 1\]: pass seed="):
+        nas.load_model(run_dir)
+    with pytest.raises(ExportError, match=r"has no weights for seed 2 \(seeds: \[0, 1\]\)"):
+        nas.load_model(run_dir, seed=2)
 
 
 def test_invalid_config_file_names_the_field(tmp_path):

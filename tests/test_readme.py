@@ -2,7 +2,9 @@
 
 import json
 import re
+import shlex
 
+import optuna
 from conftest import REPO
 
 
@@ -49,3 +51,18 @@ def test_readme_single_seed_baseline_rows_come_from_the_committed_runs():
         v = json.loads(run.read_text())["runs"][0]["verdict"]
         assert int(params.replace(",", "")) == spec.param_count(spec.load_baseline(name))
         assert (train, best, final) == (f"{v['best_train']:.2f}", f"{v['best']:.2f}", f"{v['final']:.2f}")
+
+
+def test_readme_searches_start_new_studies_in_a_fresh_clone():
+    # the committed storage holds the evidence; a reader's first search must train, not resume it
+    from nas import cli
+
+    text = (REPO / "README.md").read_text()
+    main_job = readme_commands()[0].split("&& ")[-1]
+    full = re.search(r"```bash\n(\.venv/bin/nas search --budget 8000 --trials 200.*)\n```", text).group(1)
+    committed = optuna.get_all_study_names(f"sqlite:///{REPO}/results/nas.db")
+    for command in (main_job, full):
+        argv = shlex.split(command)
+        assert argv[0] == ".venv/bin/nas", command
+        name = cli.search_settings(cli.parser().parse_args(argv[1:])).study_name
+        assert name not in committed and not (REPO / "results" / name).exists(), command

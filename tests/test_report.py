@@ -24,7 +24,7 @@ FIGURES = [
 PNG = b"\x89PNG\r\n\x1a\n"
 # the committed real study the README shows (its confirmation stored weights, so the report can
 # draw the confusion matrix and misclassified digits without training)
-COMMITTED = "default-b8000-e8-t10000"
+COMMITTED = "quick-start"
 
 
 def check_report(folder, study: optuna.Study, budget: int) -> None:
@@ -62,6 +62,24 @@ def test_report_attaches_figures_and_a_note_once(reported):
     r = run_nas("report", "--study", "one", "--results-dir", reported)  # nothing changed: nothing uploaded again
     assert r.returncode == 0 and "0 new or changed files" in r.stdout
     assert len(optuna.artifacts.get_all_artifact_meta(study)) == len(metas)
+
+
+def test_report_rewrites_a_changed_file_over_its_artifact(reported, tmp_path):
+    # a report made again after the study moved on: the dashboard still lists each file once
+    from nas import confirm, report
+
+    copy = tmp_path / "results"  # the shared fixture stays as it was
+    subprocess.run(["cp", "-r", reported, copy], check=True)
+    study = optuna.load_study(study_name="one", storage=f"sqlite:///{copy}/nas.db")
+    before = optuna.artifacts.get_all_artifact_meta(study)
+    changed = tmp_path / "summary.md"
+    changed.write_text("# the study moved on\n")
+    assert report.attach(study, [changed], str(copy / "artifacts"), "note") == 1
+    after = optuna.artifacts.get_all_artifact_meta(study)
+    assert sorted(m.artifact_id for m in after) == sorted(m.artifact_id for m in before)
+    artifact_id = study.user_attrs["report_artifacts"]["summary.md"]["artifact_id"]
+    with confirm.artifact_store(str(copy / "artifacts")).open_reader(artifact_id) as f:
+        assert f.read() == b"# the study moved on\n"
 
 
 def free_port() -> int:

@@ -93,7 +93,19 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
 
     r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0 and "tiny" in r.stdout
-    r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path), "--delete", "tiny"], capture_output=True)
+
+    # renamed: the same trials (numbers, values, attributes) under the new name, its confirmation and folder too
+    def whole(name):
+        return [(t.number, t.state, t.values, t.params, t.user_attrs) for t in load(tmp_path, name).trials]
+
+    before = whole("tiny"), whole("tiny-confirm"), load(tmp_path).user_attrs
+    r = subprocess.run([NAS, "studies", "--results-dir", tmp_path, "--rename", "tiny", "kept"], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(optuna.get_all_study_names(f"sqlite:///{tmp_path}/nas.db")) == ["kept", "kept-confirm"]
+    assert (whole("kept"), whole("kept-confirm"), load(tmp_path, "kept").user_attrs) == before
+    assert (tmp_path / "kept" / "leaderboard.csv").exists() and not (tmp_path / "tiny").exists()
+
+    r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path), "--delete", "kept"], capture_output=True)
     assert r.returncode == 0 and optuna.get_all_study_names(f"sqlite:///{tmp_path}/nas.db") == []
 
 
