@@ -21,7 +21,7 @@ step() { echo "=== $(date +%T) $*"; }
 want() { [[ " ${STEPS:-1 2 3 4} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
-want 1 && timeout 150 python3 benchmarks/gpu_replay.py baseline-6
+want 1 && timeout 240 python3 benchmarks/gpu_replay.py baseline-6
 
 want 2 && step "2. the command itself, process start and data loading included"
 want 2 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)

@@ -17,6 +17,14 @@ VARIANTS = {
     "eager (--no graphs)": {"graphs": False},
     "CUDA graphs + bf16 autocast": {"bf16": True},
     "CUDA graphs + channels_last": {"channels_last": True},
+    # not measured yet (session 5 had no GPU): cuDNN's autotuner, inductor's fused kernels
+    "CUDA graphs + cudnn.benchmark": {"cudnn_benchmark": True},
+    "CUDA graphs + torch.compile": {"compiled": True},
+    "CUDA graphs + channels_last + cudnn.benchmark + torch.compile": {
+        "channels_last": True,
+        "cudnn_benchmark": True,
+        "compiled": True,
+    },
 }
 
 ap = argparse.ArgumentParser()
@@ -33,6 +41,8 @@ print(f"{config.name}: {spec.param_count(config):,} params on {gpu}, torch {torc
 for name, options in VARIANTS.items():
     if options.get("graphs") is False and not args.device.startswith("cuda"):
         continue
+    options = dict(options)
+    torch.backends.cudnn.benchmark = options.pop("cudnn_benchmark", False)
     t0 = time.perf_counter()
     _, h = train.train(config, split, 0, args.device, epochs=args.epochs, **options)
     wall = time.perf_counter() - t0

@@ -119,6 +119,7 @@ def train(
     checkpoint: Path | None = None,
     graphs: bool | None = None,
     bf16: bool = False,
+    compiled: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -129,7 +130,10 @@ def train(
     history); when it exists, training resumes after its last epoch and ends exactly as an
     uninterrupted run would. `on_epoch` sees every epoch, the restored ones included.
     `graphs`: replay the step as a CUDA graph (nas.graphs); None = yes on CUDA. `bf16`: autocast
-    the forward pass to bfloat16 (a GPU option; slower on this project's CPU)."""
+    the forward pass to bfloat16 (a GPU option; slower on this project's CPU). `compiled`: the
+    training forward pass through torch.compile (inductor, torch's random numbers kept: dropout
+    draws as in eager mode); slower on this project's CPU (`benchmarks/cpu_levers.py --parts 3`),
+    an option to measure on GPUs (`benchmarks/gpu_replay.py`)."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
@@ -140,6 +144,12 @@ def train(
         channels_last = device.type == "cpu" and torch.get_num_threads() == 1
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
+    forward = model
+    if compiled:
+        from torch._inductor import config as inductor
+
+        inductor.fallback_random = True
+        forward = torch.compile(model)
     graphs = graphs_for(device, graphs)
     optimizer = make_optimizer(model, recipe, capturable=graphs)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
@@ -163,7 +173,7 @@ def train(
         if recipe.rotation > 0:
             x = data.rotate(x, recipe.rotation, angles)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
-            logits = model(x.contiguous(memory_format=layout))
+            logits = forward(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, y)
         loss.backward()
         optimizer.step()

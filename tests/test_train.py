@@ -162,3 +162,10 @@ def test_cpu_dropout_keeps_the_memory_layout():
 def test_cuda_graphs_are_refused_off_cuda(small_split):
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
         train.train(SMALL, small_split, seed=0, graphs=True)
+
+
+def test_compiled_forward_trains_as_eager_on_cpu(small_split):
+    # `compiled` is a GPU lever to measure; on the CPU it must at least give the same run
+    _, eager = train.train(SMALL, small_split, seed=3, epochs=2)
+    _, compiled = train.train(SMALL, small_split, seed=3, epochs=2, compiled=True)
+    assert accuracies(compiled) == accuracies(eager)
