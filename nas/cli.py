@@ -261,6 +261,11 @@ def cmd_search(args) -> None:
             f"resuming: {c0['trained']} trained trials kept"
             + (f", crashed trials failed and re-queued: {failed}" if failed else "")
         )
+    if c0["trained"] >= s.trials:
+        out(
+            f"study {s.study_name!r} already has its {s.trials} trained trials: nothing to train "
+            "(raise --trials to go on, or pass --study NEW for a new search)"
+        )
     if queued:
         out(f"baselines first (those the space and budget admit): {', '.join(queued)}")
     remaining = max(0, s.trials - c0["trained"])
