@@ -399,7 +399,7 @@ def _inside(d: space.Dim, value) -> bool:
 def enqueue_baselines(study: optuna.Study, sp: space.Space, s: Settings) -> list[str]:
     """Queue the seed's baselines that the space can express and the budget admits, once (under
     the study's lock: other workers may be queueing them at the same moment): a baseline already
-    trained, running or queued is not queued again."""
+    trained, running or queued is not queued again. Returns the names queued now."""
     with study_lock(study, s.storage_url, s.results_dir):
         return _enqueue_baselines(study, sp, s.budget)
 
@@ -412,9 +412,9 @@ def _enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> lis
         params = baseline_params(config, sp)
         if params is None or spec.param_count(config) >= budget:
             continue
-        queued.append(name)
         if name not in have:
             study.enqueue_trial(params, user_attrs={"baseline": name})
+            queued.append(name)
     return queued
 
 
