@@ -269,20 +269,22 @@ def cmd_search(args) -> None:
     if queued:
         out(f"baselines first (those the space and budget admit): {', '.join(queued)}")
     remaining = max(0, s.trials - c0["trained"])
-    epoch_s = search.estimate_epoch_seconds(s, mnist, device)
-    epochs = s.epochs or sp.epochs
-    full = remaining * epochs * epoch_s / s.jobs
-    saved = search.MEASURED_SAVING[s.pruner]
-    out(
-        f"estimate: one epoch ~{epoch_s:.0f} s here; {remaining} trials x {epochs} epochs: at most "
-        f"{display.hms(full)} without pruning"
-        + (
-            f", about {display.hms(full * (1 - saved))} if {s.pruner} saves {saved:.0%} of the epochs as measured"
-            if saved
-            else ""
+    full = 0.0
+    if remaining:
+        epoch_s = search.estimate_epoch_seconds(s, mnist, device)
+        epochs = s.epochs or sp.epochs
+        full = remaining * epochs * epoch_s / s.jobs
+        saved = search.MEASURED_SAVING[s.pruner]
+        out(
+            f"estimate: one epoch ~{epoch_s:.0f} s here; {remaining} trials x {epochs} epochs: at most "
+            f"{display.hms(full)} without pruning"
+            + (
+                f", about {display.hms(full * (1 - saved))} if {s.pruner} saves {saved:.0%} of the epochs as measured"
+                if saved
+                else ""
+            )
         )
-    )
-    procs = search.start_workers(s, s.jobs)
+    procs = search.start_workers(s, s.jobs) if remaining else []
     t0, trained0 = time.time(), c0["trained"]
 
     def status():

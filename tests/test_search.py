@@ -81,7 +81,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "resuming: 6 trained trials kept" in r.stdout
     assert "study 'tiny' already has its 6 trained trials: nothing to train" in " ".join(r.stdout.split())
-    assert "baselines first" not in r.stdout  # trained already: not queued again
+    assert "baselines first" not in r.stdout and "estimate:" not in r.stdout  # nothing queued, nothing timed
     assert search.counts(load(tmp_path))["trained"] == 6
     again = load(tmp_path, "tiny-confirm").trials
     assert len([t for t in again if t.state == optuna.trial.TrialState.COMPLETE]) == 4
