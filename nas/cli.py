@@ -261,14 +261,14 @@ def cmd_search(args) -> None:
             f"resuming: {c0['trained']} trained trials kept"
             + (f", crashed trials failed and re-queued: {failed}" if failed else "")
         )
-    if c0["trained"] >= s.trials:
+    remaining = max(0, s.trials - c0["trained"])
+    if not remaining:
         out(
             f"study {s.study_name!r} already has its {s.trials} trained trials: nothing to train "
             "(raise --trials to go on, or pass --study NEW for a new search)"
         )
     if queued:
         out(f"baselines first (those the space and budget admit): {', '.join(queued)}")
-    remaining = max(0, s.trials - c0["trained"])
     full = 0.0
     if remaining:
         epoch_s = search.estimate_epoch_seconds(s, mnist, device)
@@ -524,9 +524,7 @@ def cmd_studies(args) -> None:
     url, storage = existing_storage(args)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if args.delete:
-        if args.delete not in [x.study_name for x in summaries]:
-            raise UsageError(f"no study {args.delete!r} in {search.mask(url)}")
-        doomed = [n for n in (args.delete, f"{args.delete}-confirm") if n in [x.study_name for x in summaries]]
+        doomed = search.with_confirmation([x.study_name for x in summaries], args.delete, url)
         for name in doomed:  # a search study and its confirmation go together
             optuna.delete_study(study_name=name, storage=storage)
         display.console.print(f"deleted {', '.join(map(repr, doomed))} from {search.mask(url)}")

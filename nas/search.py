@@ -177,12 +177,18 @@ def make_pruner(s: Settings) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
 
 
+def with_confirmation(names: list[str], name: str, url: str) -> list[str]:
+    """`name` and its confirmation study `<name>-confirm`, those of the two among `names` (the
+    studies in storage `url`); an unknown `name` is a SearchError listing those there are."""
+    if name not in names:
+        raise SearchError(f"no study {name!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
+    return [n for n in (name, f"{name}-confirm") if n in names]
+
+
 def load_study(url: str, name: str) -> optuna.Study:
     """An existing study; an unknown one is a SearchError listing those there are."""
     storage = open_storage(url)
-    names = optuna.get_all_study_names(storage)
-    if name not in names:
-        raise SearchError(f"no study {name!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
+    with_confirmation(optuna.get_all_study_names(storage), name, url)
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -217,9 +223,7 @@ def rename_plan(url: str, old: str, new: str) -> list[tuple[str, str]]:
     are idle, the new ones are free. Writes nothing."""
     storage = open_storage(url)
     names = optuna.get_all_study_names(storage)
-    if old not in names:
-        raise SearchError(f"no study {old!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
-    pairs = [(o, n) for o, n in ((old, new), (f"{old}-confirm", f"{new}-confirm")) if o in names]
+    pairs = [(o, new + o[len(old) :]) for o in with_confirmation(names, old, url)]
     taken = [n for _, n in pairs if n in names]
     if taken:
         raise SearchError(f"study {taken[0]!r} already exists in {mask(url)}; choose another name")
