@@ -472,7 +472,8 @@ def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data
                 trial.set_user_attr("fault", f"train loss became {e.train_loss} in epoch {e.epoch}")
                 raise optuna.TrialPruned("non-finite loss")
             trial.report(e.eval_acc, e.epoch)
-            if trial.should_prune():
+            # after the last epoch pruning saves nothing and would hide a finished result
+            if e.epoch < epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {e.epoch}")
 
         t0 = time.perf_counter()
