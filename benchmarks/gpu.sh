@@ -18,20 +18,24 @@ for f in .gpu/MNIST/raw/*.gz; do gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basenam
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 step() { echo "=== $(date +%T) $*"; }
-want() { [[ " ${STEPS:-1 2 3 4} " == *" $1 "* ]]; }
+want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
 want 1 && timeout 240 python3 benchmarks/gpu_replay.py baseline-6
 
-want 2 && step "2. the command itself, process start and data loading included"
-want 2 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)
+want 2 && step "2. where a step's GPU time goes (benchmarks/gpu_profile.py)"
+want 2 && timeout 90 python3 benchmarks/gpu_profile.py baseline-6 --top 12 --options '{}' \
+  --options '{"channels_last": true}' 
 
-want 3 && step "3. nas bench on the GPU"
-want 3 && (cd /tmp && timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res)
+want 3 && step "3. the command itself, process start and data loading included"
+want 3 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)
+
+want 4 && step "4. nas bench on the GPU"
+want 4 && (cd /tmp && timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res)
 cp /tmp/res/bench/*.csv "$OUT/" 2>/dev/null
 
-want 4 && step "4. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
-if want 4; then
+want 5 && step "5. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
+if want 5; then
 SECONDS=0
 cd /tmp && timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials 200 --jobs 8 --seeds 3 --device cuda \
   --results-dir /tmp/res

@@ -49,6 +49,9 @@ class History:
         }
 
 
+ROTATE_CHUNK = 16384  # images rotated at once by `epoch_rotation`
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """ "auto": CUDA if present, else Apple's MPS, else the CPU; otherwise the named device."""
     if name == "auto":
@@ -120,6 +123,7 @@ def train(
     graphs: bool | None = None,
     bf16: bool = False,
     compiled: bool = False,
+    epoch_rotation: bool | None = None,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -132,8 +136,13 @@ def train(
     `graphs`: replay the step as a CUDA graph (nas.graphs); None = yes on CUDA. `bf16`: autocast
     the forward pass to bfloat16 (a GPU option; slower on this project's CPU). `compiled`: the
     training forward pass through torch.compile (inductor, torch's random numbers kept: dropout
-    draws as in eager mode); slower on this project's CPU (`benchmarks/cpu_levers.py --parts 3`),
-    an option to measure on GPUs (`benchmarks/gpu_replay.py`)."""
+    draws as in eager mode); slower on this project's CPU (`benchmarks/cpu_levers.py --parts 3`);
+    on an H100 0.311 s an epoch against 0.376 once compiled, but compiling takes 35 s
+    (`benchmarks/gpu_replay.py`), too dear for a search's many architectures. `epoch_rotation`: rotate every
+    training image once at the start of each epoch (a few large kernels; each image still gets a
+    fresh angle per epoch) instead of each batch inside the step (some 18 small kernels a step);
+    None = on CUDA, where the step's kernels set the pace (5.64 s against 5.93 s for a replay on an
+    H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch path keeps recorded runs reproducible."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
@@ -166,11 +175,14 @@ def train(
     correct = torch.zeros((), device=device, dtype=torch.long)
     # rotation angles: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
     angles = gen if device.type == "cpu" else None
+    epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
+    rotated = torch.empty_like(split.train_x) if epoch_rotation and recipe.rotation > 0 else None
+    images = split.train_x if rotated is None else rotated  # what the steps gather their batches from
 
     def step(idx: torch.Tensor) -> None:
         """One optimizer step on the training images `idx` (the grads are already cleared)."""
-        x, y = split.train_x[idx], split.train_y[idx]
-        if recipe.rotation > 0:
+        x, y = images[idx], split.train_y[idx]
+        if recipe.rotation > 0 and rotated is None:
             x = data.rotate(x, recipe.rotation, angles)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
             logits = forward(x.contiguous(memory_format=layout))
@@ -188,6 +200,11 @@ def train(
         loss_sum.zero_()
         correct.zero_()
         batches = data.batches(n, recipe.batch_size, gen)
+        if rotated is not None:
+            for i in range(0, n, ROTATE_CHUNK):  # in chunks: the sampling grid is 2 floats a pixel
+                rotated[i : i + ROTATE_CHUNK] = data.rotate(
+                    split.train_x[i : i + ROTATE_CHUNK], recipe.rotation, angles
+                )
         if steps:
             steps.epoch(batches, on_step)
         else:

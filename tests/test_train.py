@@ -169,3 +169,18 @@ def test_compiled_forward_trains_as_eager_on_cpu(small_split):
     _, eager = train.train(SMALL, small_split, seed=3, epochs=2)
     _, compiled = train.train(SMALL, small_split, seed=3, epochs=2, compiled=True)
     assert accuracies(compiled) == accuracies(eager)
+
+
+def test_epoch_rotation_the_cuda_default_trains_on_cpu_like_the_per_batch_loop(small_split):
+    # the CUDA default (every image rotated once per epoch, up front) runs on the CPU too:
+    # deterministic, the same steps and schedule, an accuracy like the per-batch rotation's
+    def run(**options):
+        steps = []
+        _, h = train.train(SMALL, small_split, seed=3, on_step=lambda: steps.append(1), **options)
+        return h, len(steps)
+
+    (a, n), (ref, n_ref) = run(epoch_rotation=True), run()
+    assert n == n_ref and [e.lr for e in a.epochs] == [e.lr for e in ref.epochs]
+    assert accuracies(a) != accuracies(ref)  # other angles: the option is not ignored
+    assert a.epochs[-1].eval_acc == pytest.approx(ref.epochs[-1].eval_acc, abs=3)
+    assert accuracies(run(epoch_rotation=True)[0]) == accuracies(a)
