@@ -138,11 +138,12 @@ def train(
     training forward pass through torch.compile (inductor, torch's random numbers kept: dropout
     draws as in eager mode); slower on this project's CPU (`benchmarks/cpu_levers.py --parts 3`);
     on an H100 0.311 s an epoch against 0.376 once compiled, but compiling takes 35 s
-    (`benchmarks/gpu_replay.py`), too dear for a search's many architectures. `epoch_rotation`: rotate every
-    training image once at the start of each epoch (a few large kernels; each image still gets a
-    fresh angle per epoch) instead of each batch inside the step (some 18 small kernels a step);
-    None = on CUDA, where the step's kernels set the pace (5.64 s against 5.93 s for a replay on an
-    H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch path keeps recorded runs reproducible."""
+    (`benchmarks/gpu_replay.py`), too dear for a search's many architectures.
+    `epoch_rotation`: rotate every training image once at the start of each epoch (a few large
+    kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
+    (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.64 s
+    against 5.93 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
+    path keeps recorded runs reproducible."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
