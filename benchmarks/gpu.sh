@@ -25,7 +25,7 @@ want 1 && timeout 240 python3 benchmarks/gpu_replay.py baseline-6
 
 want 2 && step "2. where a step's GPU time goes (benchmarks/gpu_profile.py)"
 want 2 && timeout 90 python3 benchmarks/gpu_profile.py baseline-6 --top 12 --options '{}' \
-  --options '{"channels_last": true}' 
+  --options '{"channels_last": true}'
 
 want 3 && step "3. the command itself, process start and data loading included"
 want 3 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)

@@ -4,7 +4,7 @@ benchmarks/gpu.sh runs it.
 
     python benchmarks/gpu_profile.py [baseline-6] [--steps 100] [--options JSON ...]
 
-Each --options (train.train's keywords, e.g. '{"batchnorm": "reduce"}') is profiled in turn.
+Each --options (train.train's keywords, e.g. '{"channels_last": true}') is profiled in turn.
 """
 
 import argparse

@@ -141,8 +141,8 @@ def train(
     (`benchmarks/gpu_replay.py`), too dear for a search's many architectures.
     `epoch_rotation`: rotate every training image once at the start of each epoch (a few large
     kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
-    (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.64 s
-    against 5.93 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
+    (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
+    against 5.9 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
     path keeps recorded runs reproducible."""
     device = torch.device(device)
     keep_freed_memory()
