@@ -14,15 +14,20 @@ from nas import data, spec, train
 
 VARIANTS = {
     "default: CUDA graphs, a rotation pass per epoch": {},
-    "CUDA graphs, rotation inside the step (session 3's loop)": {"epoch_rotation": False},
-    "default + channels_last": {"channels_last": True},
     "default + channels_last + cudnn.benchmark": {"channels_last": True, "cudnn_benchmark": True},
-    "default, no TF32 in cuDNN": {"cudnn_tf32": False},
-    "default without CUDA graphs (eager)": {"graphs": False},
-    # measured in session 6 on an H100 (15 epochs, seconds) and not kept: bf16 autocast 9.7;
-    # torch.compile 0.31 s/epoch once compiled, but 35 s to compile; fused SGD 5.62-5.66 against
-    # foreach 5.67; BatchNorm on torch's kernels instead of cuDNN's 8.04, with channels_last
-    # 5.38-5.47; BatchNorm by torch.var_mean and a hand-written backward 7.63
+    "default + two-stage BatchNorm": {"two_stage_bn": True},
+    "default + two-stage BatchNorm + cudnn.benchmark": {"two_stage_bn": True, "cudnn_benchmark": True},
+    "default + two-stage BatchNorm + channels_last + cudnn.benchmark": {
+        "two_stage_bn": True,
+        "channels_last": True,
+        "cudnn_benchmark": True,
+    },
+    # measured in session 6 on an H100 (15 epochs, seconds) and not kept: rotation inside the
+    # step (session 3's loop) 5.92 against 5.69; channels_last alone 5.52-5.58; no TF32 in cuDNN
+    # 5.58-5.62; eager (no CUDA graphs) 20.0-21.5; bf16 autocast 9.7; torch.compile 0.31 s/epoch
+    # once compiled, but 35 s to compile; fused SGD 5.62-5.66 against foreach 5.67; BatchNorm on
+    # torch's kernels instead of cuDNN's 8.04, with channels_last 5.38-5.47; BatchNorm by
+    # torch.var_mean over (0, 2, 3) and a hand-written backward 7.63
 }
 
 ap = argparse.ArgumentParser()

@@ -124,6 +124,7 @@ def train(
     bf16: bool = False,
     compiled: bool = False,
     epoch_rotation: bool | None = None,
+    two_stage_bn: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -143,13 +144,14 @@ def train(
     kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
     (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
     against 5.9 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
-    path keeps recorded runs reproducible."""
+    path keeps recorded runs reproducible.
+    `two_stage_bn`: BatchNorm trains with two-stage reductions (nas.model.BatchNorm2d)."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
     gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
-    model = build(config).to(device)
+    model = build(config, two_stage_bn).to(device)
     if channels_last is None:
         channels_last = device.type == "cpu" and torch.get_num_threads() == 1
     layout = torch.channels_last if channels_last else torch.contiguous_format
