@@ -21,12 +21,13 @@ step() { echo "=== $(date +%T) $*"; }
 want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
-want 1 && timeout 240 python3 benchmarks/gpu_replay.py baseline-6
+for v in ${VARIANTS:-0 1 2 3 4 5}; do want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v"; done
 
 want 2 && step "2. training BatchNorm alone, then where a step's GPU time goes (gpu_batchnorm.py, gpu_profile.py)"
 want 2 && timeout 60 python3 benchmarks/gpu_batchnorm.py
 want 2 && timeout 90 python3 benchmarks/gpu_profile.py baseline-6 --top 12 --options '{}' \
-  --options '{"two_stage_bn": true}'
+  --options '{"channels_last": true}' --options '{"channels_last": true, "cudnn_benchmark": true}' \
+  --options '{"channels_last": true, "native_bn": true}'
 
 want 3 && step "3. the command itself, process start and data loading included"
 want 3 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)

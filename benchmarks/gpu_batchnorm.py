@@ -1,8 +1,8 @@
 """Training BatchNorm on the GPU, forward + backward, for the two wide layers of baseline-6
-(128 x 22 x 26 x 26 and 128 x 14 x 24 x 24): cuDNN's kernels, torch's own (cuDNN off) and
-nas.model's two-stage reductions, in NCHW and channels_last, each captured as a CUDA graph and
+(128 x 22 x 26 x 26 and 128 x 14 x 24 x 24): cuDNN's kernels and torch's own
+(nas.model.BatchNorm2d.native), in NCHW and channels_last, each captured as a CUDA graph and
 replayed (as the training step is), microseconds per call, median of 5 x 200 replays.
-Then the reductions the two-stage version is made of, alone. benchmarks/gpu.sh runs it.
+benchmarks/gpu.sh runs it.
 
     python benchmarks/gpu_batchnorm.py
 """
@@ -39,9 +39,9 @@ def replay_us(fn, reps: int = 200) -> float:
     return statistics.median(times)
 
 
-def train_bn(shape, two_stage: bool, layout) -> callable:
+def train_bn(shape, native: bool, layout) -> callable:
     bn = BatchNorm2d(shape[1]).cuda().train()
-    bn.two_stage = two_stage
+    bn.native = native
     x = torch.randn(shape, device="cuda").contiguous(memory_format=layout).requires_grad_()
     g = torch.randn(shape, device="cuda").contiguous(memory_format=layout)
     return lambda: torch.autograd.grad(bn(x), (x, bn.weight, bn.bias), g)
@@ -50,26 +50,8 @@ def train_bn(shape, two_stage: bool, layout) -> callable:
 print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: training BatchNorm, us per call")
 for shape in SHAPES:
     for layout in (torch.contiguous_format, torch.channels_last):
-        row = {}
-        for name, two_stage, cudnn in (("cudnn", False, True), ("torch", False, False), ("two-stage", True, True)):
-            with torch.backends.cudnn.flags(enabled=cudnn):
-                row[name] = replay_us(train_bn(shape, two_stage, layout))
+        row = {
+            name: replay_us(train_bn(shape, native, layout)) for name, native in (("cudnn", False), ("native", True))
+        }
         cells = "  ".join(f"{k} {v:7.1f}" for k, v in row.items())
         print(f"{str(shape):20} {str(layout).split('.')[-1]:18} {cells}")
-
-
-def reductions(x: torch.Tensor, dy: torch.Tensor) -> dict:
-    k = x[:1, :, :1, :1]  # a per-channel factor
-    return {
-        "var_mean(x, (2,3))": lambda: torch.var_mean(x, dim=(2, 3), correction=0),
-        "x.sum((2,3)), (x*x).sum((2,3))": lambda: (x.sum((2, 3)), (x * x).sum((2, 3))),
-        "(dy*x).sum((2,3))": lambda: (dy * x).sum((2, 3)),
-        "einsum nchw,nchw->nc": lambda: torch.einsum("nchw,nchw->nc", dy, x),
-        "addcmul(addcmul(k, x, k), dy, k)": lambda: torch.addcmul(torch.addcmul(k, x, k), dy, k),
-    }
-
-
-print("the parts of the two-stage version alone, us per call (NCHW)")
-for shape in SHAPES:
-    ops = reductions(torch.randn(shape, device="cuda"), torch.randn(shape, device="cuda"))
-    print(str(shape) + "  " + "  ".join(f"{k}: {replay_us(f):.1f}" for k, f in ops.items()))

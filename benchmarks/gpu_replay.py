@@ -12,16 +12,20 @@ import torch
 
 from nas import data, spec, train
 
-VARIANTS = {
+VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its choices per shape
     "default: CUDA graphs, a rotation pass per epoch": {},
-    "default + channels_last + cudnn.benchmark": {"channels_last": True, "cudnn_benchmark": True},
-    "default + two-stage BatchNorm": {"two_stage_bn": True},
-    "default + two-stage BatchNorm + cudnn.benchmark": {"two_stage_bn": True, "cudnn_benchmark": True},
-    "default + two-stage BatchNorm + channels_last + cudnn.benchmark": {
-        "two_stage_bn": True,
+    "default + channels_last": {"channels_last": True},
+    "default + channels_last + cudnn_benchmark": {"channels_last": True, "cudnn_benchmark": True},
+    "default + channels_last + native_bn": {"channels_last": True, "native_bn": True},
+    "default + channels_last + native_bn + cudnn_benchmark": {
         "channels_last": True,
+        "native_bn": True,
         "cudnn_benchmark": True,
     },
+    "default + cudnn_benchmark": {"cudnn_benchmark": True},
+    # measured in session 7 and not kept: BatchNorm by two-stage reductions (per image over
+    # H x W, then over the batch; autograd.Function) 7.15-7.88 against 5.67 (its many small
+    # kernels: 118.7 against cuDNN's 100.8 us for 128 x 22 x 26 x 26, gpu_batchnorm.py then)
     # measured in session 6 on an H100 (15 epochs, seconds) and not kept: rotation inside the
     # step (session 3's loop) 5.92 against 5.69; channels_last alone 5.52-5.58; no TF32 in cuDNN
     # 5.58-5.62; eager (no CUDA graphs) 20.0-21.5; bf16 autocast 9.7; torch.compile 0.31 s/epoch
@@ -35,19 +39,18 @@ ap.add_argument("config", nargs="?", default="baseline-6")
 ap.add_argument("--epochs", type=int)
 ap.add_argument("--device", default="cuda")
 ap.add_argument("--train-limit", type=int, help="a dry run off the GPU")
+ap.add_argument("--variant", type=int, action="append", help="run only these (0-based indices)")
 args = ap.parse_args()
 config = spec.resolve(args.config)
 split = data.make_split(data.load_mnist(download=False), "test", train_limit=args.train_limit, device=args.device)
 train.train(config, split, 0, args.device, epochs=1)  # warm-up: CUDA context, cuDNN, kernels
 gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
 print(f"{config.name}: {spec.param_count(config):,} params on {gpu}, torch {torch.__version__}")
-for name, options in VARIANTS.items():
+for i, (name, options) in enumerate(VARIANTS.items()):
+    if args.variant and i not in args.variant:
+        continue
     if options.get("graphs") is False and not args.device.startswith("cuda"):
         continue
-    options = dict(options)
-    # process-wide cuDNN flags, set for every variant (torch's defaults unless it names them)
-    torch.backends.cudnn.allow_tf32 = options.pop("cudnn_tf32", True)
-    torch.backends.cudnn.benchmark = options.pop("cudnn_benchmark", False)
     t0 = time.perf_counter()
     try:
         _, h = train.train(config, split, 0, args.device, epochs=args.epochs, **options)

@@ -31,64 +31,24 @@ class Dropout(nn.Dropout):
         return x * torch.from_numpy(mask).as_strided(x.shape, x.stride())
 
 
-class _TwoStageBatchNorm(torch.autograd.Function):
-    """Training BatchNorm whose per-channel statistics are two-stage reductions: first over each
-    image's H x W (contiguous in NCHW: many short, independent rows), then over the batch (a
-    small N x C tensor). cuDNN's NCHW kernels give each channel one block, and a wide layer has
-    few channels (22 at 26 x 26: 22 blocks on an H100's 132 multiprocessors). Forward: one
-    var_mean pass and one affine pass over x; backward: two reduction passes and one pass for dx.
-    The running statistics are updated in place, as torch's BatchNorm does."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var, momentum: float, eps: float):
-        n, c, h, w = x.shape
-        count = n * h * w
-        var_nc, mean_nc = torch.var_mean(x, dim=(2, 3), correction=0)  # per image and channel
-        mean = mean_nc.mean(0)
-        var = (var_nc + (mean_nc - mean).square()).mean(0)  # the law of total variance
-        invstd = torch.rsqrt(var + eps)
-        scale = weight * invstd
-        shift = bias - mean * scale
-        running_mean.lerp_(mean, momentum)
-        running_var.lerp_(var * (count / (count - 1)), momentum)  # unbiased, as torch keeps it
-        ctx.save_for_backward(x, weight, mean, invstd)
-        return torch.addcmul(shift.view(1, c, 1, 1), x, scale.view(1, c, 1, 1))
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, mean, invstd = ctx.saved_tensors
-        n, c, h, w = x.shape
-        count = n * h * w
-        dbias = dy.sum((2, 3)).sum(0)
-        dweight = ((dy * x).sum((2, 3)).sum(0) - mean * dbias) * invstd  # sum of dy * x_hat
-        # dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)) = k1 dy + k2 x + k3
-        k1 = weight * invstd
-        k2 = -k1 * invstd * dweight / count
-        k3 = -k1 * dbias / count - k2 * mean
-        dx = torch.addcmul(torch.addcmul(k3.view(1, c, 1, 1), x, k2.view(1, c, 1, 1)), dy, k1.view(1, c, 1, 1))
-        return dx, dweight, dbias, None, None, None, None
-
-
 class BatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d that trains with `_TwoStageBatchNorm` when `two_stage` is set (a CUDA
-    option: `benchmarks/gpu_replay.py` measures it); evaluation, and `two_stage=False`, are
-    torch's. The repr, parameters and state are nn.BatchNorm2d's."""
+    """nn.BatchNorm2d that trains on torch's own kernels (`native`), not cuDNN's: on CUDA with
+    channels_last, the wide early layers run some 1.6x faster there (`benchmarks/gpu_batchnorm.py`).
+    Evaluation, and `native=False`, are nn.BatchNorm2d's, as are the repr, parameters and state."""
 
-    two_stage = False
+    native = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.two_stage):
+        if not (self.training and self.native):
             return super().forward(x)
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-        return _TwoStageBatchNorm.apply(
-            x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps
-        )
+        self.num_batches_tracked.add_(1)
+        stats = self.running_mean, self.running_var
+        return torch.native_batch_norm(x, self.weight, self.bias, *stats, True, self.momentum, self.eps)[0]
 
 
-def build(config: spec.Config, two_stage_bn: bool = False) -> nn.Sequential:
+def build(config: spec.Config, native_bn: bool = False) -> nn.Sequential:
     """The network of `config`, following the conventions in `nas.spec` (ReLU, BN, dropout).
-    `two_stage_bn`: BatchNorm layers train with `_TwoStageBatchNorm` (see BatchNorm2d)."""
+    `native_bn`: BatchNorm trains on torch's kernels, not cuDNN's (see BatchNorm2d)."""
     modules: list[nn.Module] = []
     dropout = config.recipe.dropout
     for row in spec.trace(config):
@@ -97,7 +57,7 @@ def build(config: spec.Config, two_stage_bn: bool = False) -> nn.Sequential:
             modules.append(nn.Conv2d(row.in_ch, x.out, x.kernel, padding=x.padding, bias=False))
             if not row.is_output:
                 modules += [nn.ReLU(), BatchNorm2d(x.out)]
-                modules[-1].two_stage = two_stage_bn
+                modules[-1].native = native_bn
                 if dropout > 0:
                     modules.append(Dropout(dropout))
         elif x.op == "pool":

@@ -6,6 +6,7 @@ Epoch order (canonical): set lr, train one epoch, evaluate, hand the epoch to `o
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import time
@@ -83,6 +84,17 @@ def graphs_for(device: torch.device, graphs: bool | None) -> bool:
     return device.type == "cuda" if graphs is None else graphs
 
 
+@contextlib.contextmanager
+def benchmarked(on: bool):
+    """cuDNN autotunes (torch.backends.cudnn.benchmark) inside the block when `on`."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False) -> torch.optim.Optimizer:
     """`capturable`: the optimizer's state stays on the device, so its step can be a CUDA graph."""
     if recipe.optimizer == "adam":
@@ -124,7 +136,8 @@ def train(
     bf16: bool = False,
     compiled: bool = False,
     epoch_rotation: bool | None = None,
-    two_stage_bn: bool = False,
+    native_bn: bool = False,
+    cudnn_benchmark: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -145,13 +158,15 @@ def train(
     (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
     against 5.9 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
     path keeps recorded runs reproducible.
-    `two_stage_bn`: BatchNorm trains with two-stage reductions (nas.model.BatchNorm2d)."""
+    `native_bn`: BatchNorm trains on torch's kernels, not cuDNN's (nas.model.BatchNorm2d).
+    `cudnn_benchmark`: cuDNN times its algorithms for the training steps' convolutions (once per
+    shape, in the first epoch) instead of picking by heuristics; evaluation keeps the heuristics."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
     gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
-    model = build(config, two_stage_bn).to(device)
+    model = build(config, native_bn).to(device)
     if channels_last is None:
         channels_last = device.type == "cpu" and torch.get_num_threads() == 1
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -208,14 +223,15 @@ def train(
                 rotated[i : i + ROTATE_CHUNK] = data.rotate(
                     split.train_x[i : i + ROTATE_CHUNK], recipe.rotation, angles
                 )
-        if steps:
-            steps.epoch(batches, on_step)
-        else:
-            for idx in batches:
-                optimizer.zero_grad(set_to_none=True)
-                step(idx)
-                if on_step is not None:
-                    on_step()
+        with benchmarked(cudnn_benchmark):
+            if steps:
+                steps.epoch(batches, on_step)
+            else:
+                for idx in batches:
+                    optimizer.zero_grad(set_to_none=True)
+                    step(idx)
+                    if on_step is not None:
+                        on_step()
         eval_loss, eval_acc = evaluate(model, split.eval_x, split.eval_y)
         stats = Epoch(
             epoch=epoch,
