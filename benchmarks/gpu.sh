@@ -25,9 +25,9 @@ for v in ${VARIANTS:-0 1 2 3 4 5}; do want 1 && timeout 60 python3 benchmarks/gp
 
 want 2 && step "2. training BatchNorm alone, then where a step's GPU time goes (gpu_batchnorm.py, gpu_profile.py)"
 want 2 && timeout 60 python3 benchmarks/gpu_batchnorm.py
-want 2 && timeout 90 python3 benchmarks/gpu_profile.py baseline-6 --top 12 --options '{}' \
-  --options '{"channels_last": true}' --options '{"channels_last": true, "cudnn_benchmark": true}' \
-  --options '{"channels_last": true, "native_bn": true}'
+for o in ${PROFILES:-'{}' '{"channels_last": true, "native_bn": true, "cudnn_benchmark": true}'}; do  # own processes
+  want 2 && timeout 60 python3 benchmarks/gpu_profile.py baseline-6 --top 14 --options "$o"
+done
 
 want 3 && step "3. the command itself, process start and data loading included"
 want 3 && time (cd /tmp && timeout 60 python3 -m nas replay baseline-6 --device cuda --results-dir /tmp/res)

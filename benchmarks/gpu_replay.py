@@ -14,16 +14,20 @@ from nas import data, spec, train
 
 VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its choices per shape
     "default: CUDA graphs, a rotation pass per epoch": {},
-    "default + channels_last": {"channels_last": True},
-    "default + channels_last + cudnn_benchmark": {"channels_last": True, "cudnn_benchmark": True},
-    "default + channels_last + native_bn": {"channels_last": True, "native_bn": True},
-    "default + channels_last + native_bn + cudnn_benchmark": {
+    "channels_last + native_bn + cudnn_benchmark": {"channels_last": True, "native_bn": True, "cudnn_benchmark": True},
+    "channels_last + native_bn, no TF32": {"channels_last": True, "native_bn": True, "cudnn_tf32": False},
+    "channels_last, no TF32": {"channels_last": True, "cudnn_tf32": False},
+    "channels_last + native_bn + cudnn_benchmark, no TF32": {
         "channels_last": True,
         "native_bn": True,
         "cudnn_benchmark": True,
+        "cudnn_tf32": False,
     },
-    "default + cudnn_benchmark": {"cudnn_benchmark": True},
-    # measured in session 7 and not kept: BatchNorm by two-stage reductions (per image over
+    "channels_last + cudnn_benchmark": {"channels_last": True, "cudnn_benchmark": True},
+    # measured in session 7 (cuDNN's autotuning then covered the short last batch too): default
+    # 5.64; channels_last 5.61; channels_last + native_bn 5.52; + cudnn_benchmark 5.73 (1.0 s of
+    # autotuning, then 0.314 s an epoch); channels_last + cudnn_benchmark 13.26 (8.5 s autotuning,
+    # then 0.312); cudnn_benchmark alone 5.63. Not kept: BatchNorm by two-stage reductions (per image over
     # H x W, then over the batch; autograd.Function) 7.15-7.88 against 5.67 (its many small
     # kernels: 118.7 against cuDNN's 100.8 us for 128 x 22 x 26 x 26, gpu_batchnorm.py then)
     # measured in session 6 on an H100 (15 epochs, seconds) and not kept: rotation inside the

@@ -85,14 +85,17 @@ def graphs_for(device: torch.device, graphs: bool | None) -> bool:
 
 
 @contextlib.contextmanager
-def benchmarked(on: bool):
-    """cuDNN autotunes (torch.backends.cudnn.benchmark) inside the block when `on`."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = before or on
+def cudnn_flags(benchmark: bool, tf32: bool | None):
+    """Inside the block, cuDNN autotunes (torch.backends.cudnn.benchmark) when `benchmark`, and
+    its convolutions may use TF32 as `tf32` says (None: as set)."""
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark, cudnn.allow_tf32
+    cudnn.benchmark = before[0] or benchmark
+    cudnn.allow_tf32 = before[1] if tf32 is None else tf32
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        cudnn.benchmark, cudnn.allow_tf32 = before
 
 
 def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False) -> torch.optim.Optimizer:
@@ -138,6 +141,7 @@ def train(
     epoch_rotation: bool | None = None,
     native_bn: bool = False,
     cudnn_benchmark: bool = False,
+    cudnn_tf32: bool | None = None,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -159,8 +163,10 @@ def train(
     against 5.9 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
     path keeps recorded runs reproducible.
     `native_bn`: BatchNorm trains on torch's kernels, not cuDNN's (nas.model.BatchNorm2d).
-    `cudnn_benchmark`: cuDNN times its algorithms for the training steps' convolutions (once per
-    shape, in the first epoch) instead of picking by heuristics; evaluation keeps the heuristics."""
+    `cudnn_benchmark`: cuDNN times its algorithms for the full training batches' convolutions
+    (once, in the first epoch) instead of picking by heuristics; the short last batch and the
+    evaluation keep the heuristics. `cudnn_tf32`: TF32 in the training steps' convolutions
+    (None: torch.backends.cudnn.allow_tf32 as set)."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
@@ -202,10 +208,11 @@ def train(
         x, y = images[idx], split.train_y[idx]
         if recipe.rotation > 0 and rotated is None:
             x = data.rotate(x, recipe.rotation, angles)
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
-            logits = forward(x.contiguous(memory_format=layout))
-            loss = F.cross_entropy(logits, y)
-        loss.backward()
+        with cudnn_flags(cudnn_benchmark and len(y) == recipe.batch_size, cudnn_tf32):
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
+                logits = forward(x.contiguous(memory_format=layout))
+                loss = F.cross_entropy(logits, y)
+            loss.backward()
         optimizer.step()
         loss_sum.add_(loss.detach() * len(y))
         correct.add_((logits.detach().argmax(1) == y).sum())
@@ -223,15 +230,14 @@ def train(
                 rotated[i : i + ROTATE_CHUNK] = data.rotate(
                     split.train_x[i : i + ROTATE_CHUNK], recipe.rotation, angles
                 )
-        with benchmarked(cudnn_benchmark):
-            if steps:
-                steps.epoch(batches, on_step)
-            else:
-                for idx in batches:
-                    optimizer.zero_grad(set_to_none=True)
-                    step(idx)
-                    if on_step is not None:
-                        on_step()
+        if steps:
+            steps.epoch(batches, on_step)
+        else:
+            for idx in batches:
+                optimizer.zero_grad(set_to_none=True)
+                step(idx)
+                if on_step is not None:
+                    on_step()
         eval_loss, eval_acc = evaluate(model, split.eval_x, split.eval_y)
         stats = Epoch(
             epoch=epoch,
