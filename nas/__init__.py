@@ -1,6 +1,13 @@
 """nas: discover tiny MNIST networks under a hard parameter budget."""
 
+import os
+
 __version__ = "0.1.0"
+
+# cuDNN picks convolution algorithms by its more careful heuristics (mode B): a baseline-6 replay
+# on an H100 takes 5.20-5.22 s instead of 5.64-5.71 (benchmarks/gpu_replay.py, session 7). Read
+# by torch when it first plans a convolution; a value set by the user wins.
+os.environ.setdefault("TORCH_CUDNN_USE_HEURISTIC_MODE_B", "1")
 
 
 def load_model(folder, seed=None):
