@@ -1,6 +1,6 @@
 """Training BatchNorm on the GPU, forward + backward, for the two wide layers of baseline-6
-(128 x 22 x 26 x 26 and 128 x 14 x 24 x 24): cuDNN's kernels and torch's own
-(nas.model.BatchNorm2d.native), in NCHW and channels_last, each captured as a CUDA graph and
+(128 x 22 x 26 x 26 and 128 x 14 x 24 x 24): cuDNN's kernels (what nn.BatchNorm2d calls on
+CUDA) and torch's own (torch.native_batch_norm), in NCHW and channels_last, each captured as a CUDA graph and
 replayed (as the training step is), microseconds per call, median of 5 x 200 replays.
 benchmarks/gpu.sh runs it.
 
@@ -10,8 +10,6 @@ benchmarks/gpu.sh runs it.
 import statistics
 
 import torch
-
-from nas.model import BatchNorm2d
 
 SHAPES = [(128, 22, 26, 26), (128, 14, 24, 24)]
 
@@ -40,11 +38,17 @@ def replay_us(fn, reps: int = 200) -> float:
 
 
 def train_bn(shape, native: bool, layout) -> callable:
-    bn = BatchNorm2d(shape[1]).cuda().train()
-    bn.native = native
+    bn = torch.nn.BatchNorm2d(shape[1]).cuda().train()
     x = torch.randn(shape, device="cuda").contiguous(memory_format=layout).requires_grad_()
     g = torch.randn(shape, device="cuda").contiguous(memory_format=layout)
-    return lambda: torch.autograd.grad(bn(x), (x, bn.weight, bn.bias), g)
+    stats = bn.running_mean, bn.running_var
+
+    def forward():
+        if native:
+            return torch.native_batch_norm(x, bn.weight, bn.bias, *stats, True, bn.momentum, bn.eps)[0]
+        return bn(x)
+
+    return lambda: torch.autograd.grad(forward(), (x, bn.weight, bn.bias), g)
 
 
 print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: training BatchNorm, us per call")

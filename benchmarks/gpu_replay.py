@@ -13,18 +13,19 @@ import torch
 from nas import data, spec, train
 
 VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its choices per shape
-    "default: CUDA graphs, a rotation pass per epoch": {},
-    "channels_last": {"channels_last": True},
-    "channels_last + native_bn": {"channels_last": True, "native_bn": True},
-    "channels_last + cudnn_benchmark": {"channels_last": True, "cudnn_benchmark": True},
-    "channels_last + native_bn + cudnn_benchmark": {"channels_last": True, "native_bn": True, "cudnn_benchmark": True},
-    "channels_last + native_bn, no TF32": {"channels_last": True, "native_bn": True, "cudnn_tf32": False},
-    # measured in session 7 (cuDNN's autotuning then covered the short last batch too): default
-    # 5.64; channels_last 5.61; channels_last + native_bn 5.52; + cudnn_benchmark 5.73 (1.0 s of
-    # autotuning, then 0.314 s an epoch); channels_last + cudnn_benchmark 13.26 (8.5 s autotuning,
-    # then 0.312); cudnn_benchmark alone 5.63. Not kept: BatchNorm by two-stage reductions (per image over
-    # H x W, then over the batch; autograd.Function) 7.15-7.88 against 5.67 (its many small
-    # kernels: 118.7 against cuDNN's 100.8 us for 128 x 22 x 26 x 26, gpu_batchnorm.py then)
+    "default: CUDA graphs, a rotation pass per epoch, cuDNN heuristics mode B": {},
+    "default + channels_last": {"channels_last": True},
+    "default + channels_last + cudnn.benchmark": {"channels_last": True, "cudnn_benchmark": True},
+    # measured in session 7 on an H100 (results/gpu/session7-*.log, 15 epochs, seconds), each
+    # variant in a fresh process, before heuristics mode B became nas's default: default 5.64-5.71;
+    # mode B 5.20-5.22 (0.346 s an epoch); channels_last 5.61, with mode B 5.79; BatchNorm on
+    # torch's kernels (torch.native_batch_norm) + channels_last 5.52, with mode B 5.66; cuDNN
+    # autotuning for the full training batches only + channels_last: 0.312 s an epoch once tuned,
+    # but tuning took 0.5 to 8.5 s in the first epoch, 5.23-13.26 in all (+ torch's BatchNorm:
+    # 5.73, 12.69); TF32 off in the steps' convolutions + channels_last 5.51-5.56; in one process:
+    # BatchNorm by two-stage reductions (per image over H x W, then over the batch, an
+    # autograd.Function) 7.15-7.88 (many small kernels: 118.7 against cuDNN's 100.8 us a call
+    # for 128 x 22 x 26 x 26, gpu_batchnorm.py).
     # measured in session 6 on an H100 (15 epochs, seconds) and not kept: rotation inside the
     # step (session 3's loop) 5.92 against 5.69; channels_last alone 5.52-5.58; no TF32 in cuDNN
     # 5.58-5.62; eager (no CUDA graphs) 20.0-21.5; bf16 autocast 9.7; torch.compile 0.31 s/epoch
@@ -50,6 +51,8 @@ for i, (name, options) in enumerate(VARIANTS.items()):
         continue
     if options.get("graphs") is False and not args.device.startswith("cuda"):
         continue
+    options = dict(options)
+    torch.backends.cudnn.benchmark = options.pop("cudnn_benchmark", False)  # process-wide
     t0 = time.perf_counter()
     try:
         _, h = train.train(config, split, 0, args.device, epochs=args.epochs, **options)

@@ -31,24 +31,8 @@ class Dropout(nn.Dropout):
         return x * torch.from_numpy(mask).as_strided(x.shape, x.stride())
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d that trains on torch's own kernels (`native`), not cuDNN's: on CUDA with
-    channels_last, the wide early layers run some 1.6x faster there (`benchmarks/gpu_batchnorm.py`).
-    Evaluation, and `native=False`, are nn.BatchNorm2d's, as are the repr, parameters and state."""
-
-    native = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and self.native):
-            return super().forward(x)
-        self.num_batches_tracked.add_(1)
-        stats = self.running_mean, self.running_var
-        return torch.native_batch_norm(x, self.weight, self.bias, *stats, True, self.momentum, self.eps)[0]
-
-
-def build(config: spec.Config, native_bn: bool = False) -> nn.Sequential:
-    """The network of `config`, following the conventions in `nas.spec` (ReLU, BN, dropout).
-    `native_bn`: BatchNorm trains on torch's kernels, not cuDNN's (see BatchNorm2d)."""
+def build(config: spec.Config) -> nn.Sequential:
+    """The network of `config`, following the conventions in `nas.spec` (ReLU, BN, dropout)."""
     modules: list[nn.Module] = []
     dropout = config.recipe.dropout
     for row in spec.trace(config):
@@ -56,8 +40,7 @@ def build(config: spec.Config, native_bn: bool = False) -> nn.Sequential:
         if x.op == "conv":
             modules.append(nn.Conv2d(row.in_ch, x.out, x.kernel, padding=x.padding, bias=False))
             if not row.is_output:
-                modules += [nn.ReLU(), BatchNorm2d(x.out)]
-                modules[-1].native = native_bn
+                modules += [nn.ReLU(), nn.BatchNorm2d(x.out)]
                 if dropout > 0:
                     modules.append(Dropout(dropout))
         elif x.op == "pool":

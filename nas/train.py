@@ -6,7 +6,6 @@ Epoch order (canonical): set lr, train one epoch, evaluate, hand the epoch to `o
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import time
@@ -84,20 +83,6 @@ def graphs_for(device: torch.device, graphs: bool | None) -> bool:
     return device.type == "cuda" if graphs is None else graphs
 
 
-@contextlib.contextmanager
-def cudnn_flags(benchmark: bool, tf32: bool | None):
-    """Inside the block, cuDNN autotunes (torch.backends.cudnn.benchmark) when `benchmark`, and
-    its convolutions may use TF32 as `tf32` says (None: as set)."""
-    cudnn = torch.backends.cudnn
-    before = cudnn.benchmark, cudnn.allow_tf32
-    cudnn.benchmark = before[0] or benchmark
-    cudnn.allow_tf32 = before[1] if tf32 is None else tf32
-    try:
-        yield
-    finally:
-        cudnn.benchmark, cudnn.allow_tf32 = before
-
-
 def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False) -> torch.optim.Optimizer:
     """`capturable`: the optimizer's state stays on the device, so its step can be a CUDA graph."""
     if recipe.optimizer == "adam":
@@ -139,9 +124,6 @@ def train(
     bf16: bool = False,
     compiled: bool = False,
     epoch_rotation: bool | None = None,
-    native_bn: bool = False,
-    cudnn_benchmark: bool = False,
-    cudnn_tf32: bool | None = None,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -160,19 +142,14 @@ def train(
     `epoch_rotation`: rotate every training image once at the start of each epoch (a few large
     kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
     (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
-    against 5.9 s for a replay on an H100, `benchmarks/gpu_replay.py`); on the CPU the per-batch
-    path keeps recorded runs reproducible.
-    `native_bn`: BatchNorm trains on torch's kernels, not cuDNN's (nas.model.BatchNorm2d).
-    `cudnn_benchmark`: cuDNN times its algorithms for the full training batches' convolutions
-    (once, in the first epoch) instead of picking by heuristics; the short last batch and the
-    evaluation keep the heuristics. `cudnn_tf32`: TF32 in the training steps' convolutions
-    (None: torch.backends.cudnn.allow_tf32 as set)."""
+    against 5.9 s for a replay on an H100 in session 6, `benchmarks/gpu_replay.py`); on the CPU the per-batch
+    path keeps recorded runs reproducible."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
     gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
-    model = build(config, native_bn).to(device)
+    model = build(config).to(device)
     if channels_last is None:
         channels_last = device.type == "cpu" and torch.get_num_threads() == 1
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -208,11 +185,10 @@ def train(
         x, y = images[idx], split.train_y[idx]
         if recipe.rotation > 0 and rotated is None:
             x = data.rotate(x, recipe.rotation, angles)
-        with cudnn_flags(cudnn_benchmark and len(y) == recipe.batch_size, cudnn_tf32):
-            with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
-                logits = forward(x.contiguous(memory_format=layout))
-                loss = F.cross_entropy(logits, y)
-            loss.backward()
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
+            logits = forward(x.contiguous(memory_format=layout))
+            loss = F.cross_entropy(logits, y)
+        loss.backward()
         optimizer.step()
         loss_sum.add_(loss.detach() * len(y))
         correct.add_((logits.detach().argmax(1) == y).sum())
