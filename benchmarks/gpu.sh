@@ -21,13 +21,13 @@ step() { echo "=== $(date +%T) $*"; }
 want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
-for v in ${VARIANTS:-0 1 2}; do want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v"; done
+for v in ${VARIANTS:-0 3 1 2}; do want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v"; done
 want 1 && echo "cuDNN heuristics mode A (torch's default):" && TORCH_CUDNN_USE_HEURISTIC_MODE_B=0 \
   timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant 0
 
-want 2 && step "2. training BatchNorm alone, then where a step's GPU time goes (gpu_batchnorm.py, gpu_profile.py)"
+want 2 && step "2. the ReLU/BatchNorm/Dropout block alone, then where a step's GPU time goes (gpu_batchnorm.py, gpu_profile.py)"
 want 2 && timeout 60 python3 benchmarks/gpu_batchnorm.py
-for o in ${PROFILES:-'{}' '{"channels_last":true}'}; do  # each in a process of its own
+for o in ${PROFILES:-'{}' '{"fused":true}'}; do  # each in a process of its own
   want 2 && timeout 60 python3 benchmarks/gpu_profile.py baseline-6 --top 14 --options "$o"
 done
 

@@ -16,6 +16,7 @@ VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its c
     "default: CUDA graphs, a rotation pass per epoch, cuDNN heuristics mode B": {},
     "default + channels_last": {"channels_last": True},
     "default + channels_last + cudnn.benchmark": {"channels_last": True, "cudnn_benchmark": True},
+    "default + fused ReLU/BatchNorm/Dropout (Triton, nas.fused)": {"fused": True},
     # measured in session 7 on an H100 (results/gpu/session7-*.log, 15 epochs, seconds), each
     # variant in a fresh process, before heuristics mode B became nas's default: default 5.64-5.71;
     # mode B 5.20-5.22 (0.346 s an epoch); channels_last 5.61, with mode B 5.79; BatchNorm on

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -124,6 +125,7 @@ def train(
     bf16: bool = False,
     compiled: bool = False,
     epoch_rotation: bool | None = None,
+    fused: bool = False,
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
@@ -143,7 +145,9 @@ def train(
     kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
     (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
     against 5.9 s for a replay on an H100 in session 6, `benchmarks/gpu_replay.py`); on the CPU the per-batch
-    path keeps recorded runs reproducible."""
+    path keeps recorded runs reproducible.
+    `fused`: every ReLU -> BatchNorm -> Dropout block trains as Triton kernels (nas.fused), a
+    CUDA option (off CUDA only under Triton's interpreter, TRITON_INTERPRET=1, as the tests run it)."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
@@ -155,6 +159,14 @@ def train(
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     forward = model
+    if fused:
+        if compiled:
+            raise ValueError("choose one of fused and compiled")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"fused kernels (Triton) need a CUDA device, not {device}")
+        from nas.fused import Fused
+
+        forward = Fused(model)
     if compiled:
         from torch._inductor import config as inductor
 

@@ -1,0 +1,136 @@
+"""nas.fused (ReLU -> BatchNorm -> Dropout as Triton kernels) against torch, on the CPU under
+Triton's interpreter: one subprocess (TRITON_INTERPRET must be set before the kernels are
+defined) runs every check and reports numbers; the tests judge them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nas import data, spec, train
+
+pytest.importorskip("triton")
+
+CHECKS = r"""
+import dataclasses, json, sys
+import torch
+import torch.nn.functional as F
+from torch import nn
+from nas import data, spec, train
+from nas.fused import Fused, relu_bn_dropout
+from nas.model import build
+
+def err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+def pair(c):
+    a, b = nn.BatchNorm2d(c), nn.BatchNorm2d(c)
+    with torch.no_grad():
+        a.weight.uniform_(0.5, 1.5); a.bias.uniform_(-1, 1); a.running_var.uniform_(0.5, 2)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+out = {}
+torch.manual_seed(0)
+for p, shape in ((0.0, (4, 3, 5, 7)), (0.25, (4, 3, 20, 20))):
+    ref_bn, bn = pair(shape[1])
+    twin = nn.BatchNorm2d(shape[1])
+    twin.load_state_dict(bn.state_dict())
+    x = torch.randn(shape) * 2 + 0.3
+    x_ref, x_fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+    torch.manual_seed(1)
+    y = relu_bn_dropout(x_fused, bn, p)
+    with torch.no_grad():
+        plain = F.batch_norm(F.relu(x), None, None, ref_bn.weight, ref_bn.bias, True, 0.1, ref_bn.eps)
+    keep = ((y != 0) | (plain == 0)).float()  # dropped: zero where BatchNorm's output is not
+    y_ref = F.batch_norm(F.relu(x_ref), ref_bn.running_mean, ref_bn.running_var, ref_bn.weight, ref_bn.bias,
+                         True, ref_bn.momentum, ref_bn.eps) * keep / (1 - p)
+    g = torch.randn(shape)
+    (y_ref * g).sum().backward(); (y * g).sum().backward()
+    torch.manual_seed(1)
+    again = relu_bn_dropout(x.clone(), twin, p)
+    out[f"p={p}"] = {
+        "errors": [err(y, y_ref), err(x_fused.grad, x_ref.grad), err(bn.weight.grad, ref_bn.weight.grad),
+                   err(bn.bias.grad, ref_bn.bias.grad), err(bn.running_mean, ref_bn.running_mean),
+                   err(bn.running_var, ref_bn.running_var)],
+        "dropped": 1 - keep.mean().item(),
+        "batches_tracked": bn.num_batches_tracked.item(),
+        "deterministic": torch.equal(again, y.detach()),
+    }
+
+config = spec.from_dict(json.loads(sys.argv[1]))
+torch.manual_seed(0)
+plain, model = build(config), build(config)
+model.load_state_dict(plain.state_dict())
+fused = Fused(model)
+x = torch.randn(6, 1, 28, 28)
+plain(x).square().sum().backward(); fused(x).square().sum().backward()
+out["model"] = {
+    "errors": [err(fused(x).detach(), plain(x).detach())]
+              + [err(b.grad, a.grad) for a, b in zip(plain.parameters(), model.parameters())],
+    "eval_identical": torch.equal(fused.eval()(x), model.eval()(x)),
+    "eval_error": err(model(x), plain.eval()(x)),
+    "state_dict_keys": list(model.state_dict()) == list(plain.state_dict()),
+}
+
+split = data.make_split(data.load_mnist(download=False), "val", train_limit=64, eval_limit=64)
+trained = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, batch_size=32, dropout=0.1))
+_, history = train.train(trained, split, seed=0, epochs=1, fused=True)
+out["train"] = {"epochs": len(history.epochs), "train_loss": history.epochs[0].train_loss}
+print(json.dumps(out))
+"""
+
+SMALL = {
+    "name": "fused-small",
+    "layers": [
+        {"op": "conv", "out": 4},
+        {"op": "pool"},
+        {"op": "conv", "out": 6},
+        {"op": "conv", "out": 10},
+        {"op": "gap"},
+    ],
+    "recipe": {"dropout": 0.0},
+}
+
+
+@pytest.fixture(scope="module")
+def report(data_dir):
+    env = {**os.environ, "TRITON_INTERPRET": "1", "NAS_DATA_DIR": str(data_dir)}
+    run = subprocess.run(
+        [sys.executable, "-c", CHECKS, json.dumps(SMALL)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_fused_block_matches_torch_without_dropout(report):
+    r = report["p=0.0"]
+    assert max(r["errors"]) < 1e-5  # output, dx, dweight, dbias, running mean and variance
+    assert r["batches_tracked"] == 1 and r["deterministic"]
+
+
+def test_fused_block_drops_with_probability_p_and_matches_torch_on_the_kept(report):
+    r = report["p=0.25"]
+    assert abs(r["dropped"] - 0.25) < 0.03  # 4,800 values: 5 standard deviations
+    assert max(r["errors"]) < 1e-5
+    assert r["deterministic"]  # the mask follows torch's generator
+
+
+def test_fused_model_trains_as_the_plain_one_and_evaluates_identically(report):
+    r = report["model"]
+    assert max(r["errors"]) < 1e-5  # output and every parameter's gradient
+    assert r["eval_identical"] and r["eval_error"] < 1e-5 and r["state_dict_keys"]
+
+
+def test_train_with_fused_runs_an_epoch(report):
+    assert report["train"]["epochs"] == 1 and 0 < report["train"]["train_loss"] < 10
+
+
+def test_fused_off_cuda_without_the_interpreter_is_refused(mnist, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    split = data.make_split(mnist, "val", train_limit=64, eval_limit=64)
+    with pytest.raises(ValueError, match="need a CUDA device"):
+        train.train(spec.from_dict(SMALL), split, seed=0, fused=True, device=torch.device("cpu"))
