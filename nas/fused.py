@@ -126,8 +126,12 @@ def _grad_input(
         tl.store(db_ptr + c, g_sum)
 
 
-def _blocks(n: int, hw: int) -> dict:
-    return {"BLOCK": triton.next_power_of_2(hw), "BLOCK_N": triton.next_power_of_2(n)}
+def _launch(n: int, hw: int) -> tuple[dict, dict]:
+    """Launch options of the row kernels (a row of H x W values, a warp per 256 of them) and of
+    the kernels that also merge a channel's N rows."""
+    block = triton.next_power_of_2(hw)
+    row = {"BLOCK": block, "num_warps": max(1, min(4, block // 256))}
+    return row, {**row, "BLOCK_N": triton.next_power_of_2(n)}
 
 
 class _ReluBatchNormDropout(torch.autograd.Function):
@@ -140,11 +144,11 @@ class _ReluBatchNormDropout(torch.autograd.Function):
         saved = torch.empty(2, c, device=x.device)  # mean, invstd
         seed = torch.randint(2**31 - 1, (1,), device=x.device, dtype=torch.int32)
         y = torch.empty_like(x)
-        blocks = _blocks(n, hw)
-        _row_stats[grid](x, stats, n, c, hw, BLOCK=blocks["BLOCK"])
+        row, channel = _launch(n, hw)
+        _row_stats[grid](x, stats, n, c, hw, **row)
         _normalise[grid](
             x, y, stats, weight, bias, running_mean, running_var, saved, seed,
-            n, c, hw, momentum, eps, p, DROPOUT=p > 0, **blocks,
+            n, c, hw, momentum, eps, p, DROPOUT=p > 0, **channel,
         )  # fmt: skip
         ctx.save_for_backward(x, weight, saved, seed)
         ctx.p = p
@@ -158,16 +162,18 @@ class _ReluBatchNormDropout(torch.autograd.Function):
         dy = dy.contiguous()
         sums = torch.empty(2, c, n, device=x.device)
         dx, dw, db = torch.empty_like(x), torch.empty_like(weight), torch.empty_like(weight)
-        blocks = _blocks(n, hw)
-        _grad_rows[grid](dy, x, saved, seed, sums, n, c, hw, p, BLOCK=blocks["BLOCK"], DROPOUT=p > 0)
-        _grad_input[grid](dy, x, dx, weight, saved, seed, sums, dw, db, n, c, hw, p, DROPOUT=p > 0, **blocks)
+        row, channel = _launch(n, hw)
+        _grad_rows[grid](dy, x, saved, seed, sums, n, c, hw, p, DROPOUT=p > 0, **row)
+        _grad_input[grid](dy, x, dx, weight, saved, seed, sums, dw, db, n, c, hw, p, DROPOUT=p > 0, **channel)
         return dx, dw, db, None, None, None, None, None
 
 
 def relu_bn_dropout(x: torch.Tensor, bn: nn.BatchNorm2d, p: float) -> torch.Tensor:
     """dropout(bn(relu(x)), p) in training mode; bn's running statistics are updated."""
-    if x.numel() >= 2**31 or bn.momentum is None:
-        raise ValueError(f"fused BatchNorm needs under 2**31 values and a momentum: {tuple(x.shape)}, {bn}")
+    if x.numel() >= 2**31 or x.dtype != torch.float32 or bn.momentum is None:
+        raise ValueError(
+            f"fused BatchNorm needs float32, under 2**31 values and a momentum: {x.dtype} {tuple(x.shape)}, {bn}"
+        )
     bn.num_batches_tracked.add_(1)
     return _ReluBatchNormDropout.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps, p)
 

@@ -134,3 +134,27 @@ def test_fused_off_cuda_without_the_interpreter_is_refused(mnist, monkeypatch):
     split = data.make_split(mnist, "val", train_limit=64, eval_limit=64)
     with pytest.raises(ValueError, match="need a CUDA device"):
         train.train(spec.from_dict(SMALL), split, seed=0, fused=True, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("block", "dropout"), [(1024, True), (64, False)])
+def test_fused_kernels_compile_for_an_h100(block, dropout):
+    # the interpreter runs the kernels' logic; this compiles them, ahead of time and without a
+    # GPU, to sm_90 machine code with the ptxas Triton ships, as a CUDA run would
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from nas import fused
+
+    types = {"seed_ptr": "*i32", "N": "i32", "C": "i32", "HW": "i32", "momentum": "fp32", "eps": "fp32", "p": "fp32"}
+    constexprs = {"BLOCK": block, "BLOCK_N": 128, "DROPOUT": dropout}
+    for kernel in (fused._row_stats, fused._normalise, fused._grad_rows, fused._grad_input):
+        names = list(inspect.signature(kernel.fn).parameters)
+        signature = {k: "constexpr" if k in constexprs else types.get(k, "*fp32") for k in names}
+        const = {(names.index(k),): v for k, v in constexprs.items() if k in names}
+        compiled = triton.compile(
+            ASTSource(fn=kernel, signature=signature, constexprs=const), target=GPUTarget("cuda", 90, 32)
+        )
+        assert len(compiled.asm["cubin"]) > 1000
