@@ -32,12 +32,34 @@ from torch import nn
 
 
 @triton.jit
+def _row(C, HW, BLOCK: tl.constexpr):
+    """This program's row (n * C + c): its image n, channel c, offsets into x, which are inside."""
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    return row // C, row % C, row * HW + cols, cols < HW
+
+
+@triton.jit
+def _channel(ptr, c, N, C, BLOCK_N: tl.constexpr):
+    """Channel c's N values in each half of a channel-major (2, C, N) buffer, and which are valid."""
+    rows = tl.arange(0, BLOCK_N)
+    valid = rows < N
+    first = tl.load(ptr + c * N + rows, mask=valid, other=0.0)
+    return first, tl.load(ptr + (C + c) * N + rows, mask=valid, other=0.0), valid
+
+
+@triton.jit
+def _dropout(v, seed_ptr, offs, p, DROPOUT: tl.constexpr):
+    """v through dropout's mask (kept: v / (1 - p), else 0), drawn from the seed and offsets."""
+    if DROPOUT:
+        v = tl.where(tl.rand(tl.load(seed_ptr), offs) >= p, v / (1.0 - p), 0.0)
+    return v
+
+
+@triton.jit
 def _row_stats(x_ptr, stats_ptr, N, C, HW, BLOCK: tl.constexpr):
-    row = tl.program_id(0)  # n * C + c
-    n, c = row // C, row % C
-    offs = tl.arange(0, BLOCK)
-    inside = offs < HW
-    a = tl.maximum(tl.load(x_ptr + row * HW + offs, mask=inside, other=0.0), 0.0)
+    n, c, offs, inside = _row(C, HW, BLOCK)
+    a = tl.maximum(tl.load(x_ptr + offs, mask=inside, other=0.0), 0.0)
     mean = tl.sum(a, 0) / HW
     d = tl.where(inside, a - mean, 0.0)
     tl.store(stats_ptr + c * N + n, mean)  # channel-major: a channel's N rows are contiguous
@@ -50,27 +72,17 @@ def _normalise(
     N, C, HW, momentum, eps, p,
     BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
-    n, c = row // C, row % C
-    rows = tl.arange(0, BLOCK_N)
-    valid = rows < N
-    row_mean = tl.load(stats_ptr + c * N + rows, mask=valid, other=0.0)
-    row_m2 = tl.load(stats_ptr + (C + c) * N + rows, mask=valid, other=0.0)
+    n, c, offs, inside = _row(C, HW, BLOCK)
+    row_mean, row_m2, valid = _channel(stats_ptr, c, N, C, BLOCK_N)
     mean = tl.sum(row_mean, 0) / N
     spread = tl.where(valid, row_mean - mean, 0.0)
     count = N * HW
     var = (tl.sum(row_m2, 0) + HW * tl.sum(spread * spread, 0)) / count
     invstd = 1.0 / tl.sqrt(var + eps)
     scale = tl.load(w_ptr + c) * invstd
-    shift = tl.load(b_ptr + c) - mean * scale
-    offs = tl.arange(0, BLOCK)
-    inside = offs < HW
-    a = tl.maximum(tl.load(x_ptr + row * HW + offs, mask=inside, other=0.0), 0.0)
-    y = a * scale + shift
-    if DROPOUT:
-        keep = tl.rand(tl.load(seed_ptr), row * HW + offs) >= p
-        y = tl.where(keep, y / (1.0 - p), 0.0)
-    tl.store(y_ptr + row * HW + offs, y, mask=inside)
+    a = tl.maximum(tl.load(x_ptr + offs, mask=inside, other=0.0), 0.0)
+    y = (a - mean) * scale + tl.load(b_ptr + c)
+    tl.store(y_ptr + offs, _dropout(y, seed_ptr, offs, p, DROPOUT), mask=inside)
     if n == 0:
         tl.store(saved_ptr + c, mean)
         tl.store(saved_ptr + C + c, invstd)
@@ -84,15 +96,9 @@ def _grad_rows(
     dy_ptr, x_ptr, saved_ptr, seed_ptr, sums_ptr, N, C, HW, p,
     BLOCK: tl.constexpr, DROPOUT: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
-    n, c = row // C, row % C
-    offs = tl.arange(0, BLOCK)
-    inside = offs < HW
-    g = tl.load(dy_ptr + row * HW + offs, mask=inside, other=0.0)
-    if DROPOUT:
-        keep = tl.rand(tl.load(seed_ptr), row * HW + offs) >= p
-        g = tl.where(keep, g / (1.0 - p), 0.0)
-    a = tl.maximum(tl.load(x_ptr + row * HW + offs, mask=inside, other=0.0), 0.0)
+    n, c, offs, inside = _row(C, HW, BLOCK)
+    g = _dropout(tl.load(dy_ptr + offs, mask=inside, other=0.0), seed_ptr, offs, p, DROPOUT)
+    a = tl.maximum(tl.load(x_ptr + offs, mask=inside, other=0.0), 0.0)
     x_hat = (a - tl.load(saved_ptr + c)) * tl.load(saved_ptr + C + c)
     tl.store(sums_ptr + c * N + n, tl.sum(g, 0))
     tl.store(sums_ptr + (C + c) * N + n, tl.sum(tl.where(inside, g * x_hat, 0.0), 0))
@@ -103,24 +109,16 @@ def _grad_input(
     dy_ptr, x_ptr, dx_ptr, w_ptr, saved_ptr, seed_ptr, sums_ptr, dw_ptr, db_ptr, N, C, HW, p,
     BLOCK: tl.constexpr, BLOCK_N: tl.constexpr, DROPOUT: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0)
-    n, c = row // C, row % C
-    rows = tl.arange(0, BLOCK_N)
-    valid = rows < N
-    g_sum = tl.sum(tl.load(sums_ptr + c * N + rows, mask=valid, other=0.0), 0)
-    gx_sum = tl.sum(tl.load(sums_ptr + (C + c) * N + rows, mask=valid, other=0.0), 0)
+    n, c, offs, inside = _row(C, HW, BLOCK)
+    g_rows, gx_rows, _ = _channel(sums_ptr, c, N, C, BLOCK_N)
+    g_sum, gx_sum = tl.sum(g_rows, 0), tl.sum(gx_rows, 0)
     mean, invstd = tl.load(saved_ptr + c), tl.load(saved_ptr + C + c)
     count = N * HW
-    offs = tl.arange(0, BLOCK)
-    inside = offs < HW
-    g = tl.load(dy_ptr + row * HW + offs, mask=inside, other=0.0)
-    if DROPOUT:
-        keep = tl.rand(tl.load(seed_ptr), row * HW + offs) >= p
-        g = tl.where(keep, g / (1.0 - p), 0.0)
-    x = tl.load(x_ptr + row * HW + offs, mask=inside, other=0.0)
+    g = _dropout(tl.load(dy_ptr + offs, mask=inside, other=0.0), seed_ptr, offs, p, DROPOUT)
+    x = tl.load(x_ptr + offs, mask=inside, other=0.0)
     x_hat = (tl.maximum(x, 0.0) - mean) * invstd
     da = tl.load(w_ptr + c) * invstd * (g - g_sum / count - x_hat * (gx_sum / count))
-    tl.store(dx_ptr + row * HW + offs, tl.where(x > 0.0, da, 0.0), mask=inside)
+    tl.store(dx_ptr + offs, tl.where(x > 0.0, da, 0.0), mask=inside)
     if n == 0:
         tl.store(dw_ptr + c, gx_sum)
         tl.store(db_ptr + c, g_sum)
