@@ -76,8 +76,8 @@ out["model"] = {
     "state_dict_keys": list(model.state_dict()) == list(plain.state_dict()),
 }
 
-split = data.make_split(data.load_mnist(download=False), "val", train_limit=64, eval_limit=64)
-trained = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, batch_size=32, dropout=0.1))
+split = data.make_split(data.load_mnist(download=False), "val", train_limit=16, eval_limit=16)
+trained = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, batch_size=16, dropout=0.1))
 _, history = train.train(trained, split, seed=0, epochs=1, fused=True)
 out["train"] = {"epochs": len(history.epochs), "train_loss": history.epochs[0].train_loss}
 print(json.dumps(out))
