@@ -21,8 +21,8 @@ VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its c
     # variant in a fresh process, before heuristics mode B became nas's default: default 5.64-5.71;
     # mode B 5.20-5.22 (0.346 s an epoch); channels_last 5.61, with mode B 5.79; BatchNorm on
     # torch's kernels (torch.native_batch_norm) + channels_last 5.52, with mode B 5.66; cuDNN
-    # autotuning for the full training batches only + channels_last: 0.312 s an epoch once tuned,
-    # but tuning took 0.5 to 8.5 s in the first epoch, 5.23-13.26 in all (+ torch's BatchNorm:
+    # autotuning (cudnn.benchmark) + channels_last: 0.312-0.314 s an epoch once tuned, but a first
+    # epoch of 0.84-8.89 s (0.45-0.59 untuned), 5.23, 5.34, 13.26 in all (+ torch's BatchNorm:
     # 5.73, 12.69); TF32 off in the steps' convolutions + channels_last 5.51-5.56; in one process:
     # BatchNorm by two-stage reductions (per image over H x W, then over the batch, an
     # autograd.Function) 7.15-7.88 (many small kernels: 118.7 against cuDNN's 100.8 us a call
