@@ -49,7 +49,7 @@ def block(kind: str, bn: nn.BatchNorm2d, p: float):
         return lambda x: relu_bn_dropout(x, bn, p)
     if kind == "native":
         return lambda x: F.dropout(
-            torch.native_batch_norm(F.relu(x), bn.weight, bn.bias, *stats, True, 0.1, 1e-5)[0], p
+            torch.native_batch_norm(F.relu(x), bn.weight, bn.bias, *stats, True, bn.momentum, bn.eps)[0], p
         )
     return lambda x: F.dropout(bn(F.relu(x)), p)
 

@@ -50,8 +50,6 @@ print(f"{config.name}: {spec.param_count(config):,} params on {gpu}, torch {torc
 for i, (name, options) in enumerate(VARIANTS.items()):
     if args.variant and i not in args.variant:
         continue
-    if options.get("graphs") is False and not args.device.startswith("cuda"):
-        continue
     options = dict(options)
     torch.backends.cudnn.benchmark = options.pop("cudnn_benchmark", False)  # process-wide
     t0 = time.perf_counter()

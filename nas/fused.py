@@ -183,17 +183,20 @@ class Fused(nn.Module):
     def __init__(self, model: nn.Sequential):
         super().__init__()
         self.model = model
+        self.parts: list = []  # in order: a layer, or (BatchNorm2d, dropout p) for a fused block
+        layers, i = list(model), 0
+        while i < len(layers):
+            if isinstance(layers[i], nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
+                dropout = layers[i + 2] if i + 2 < len(layers) and isinstance(layers[i + 2], nn.Dropout) else None
+                self.parts.append((layers[i + 1], dropout.p if dropout is not None else 0.0))
+                i += 3 if dropout is not None else 2
+            else:
+                self.parts.append(layers[i])
+                i += 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.model.training:
             return self.model(x)
-        layers, i = list(self.model), 0
-        while i < len(layers):
-            if isinstance(layers[i], nn.ReLU) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
-                dropout = layers[i + 2] if i + 2 < len(layers) and isinstance(layers[i + 2], nn.Dropout) else None
-                x = relu_bn_dropout(x, layers[i + 1], dropout.p if dropout is not None else 0.0)
-                i += 3 if dropout is not None else 2
-            else:
-                x = layers[i](x)
-                i += 1
+        for part in self.parts:
+            x = relu_bn_dropout(x, *part) if isinstance(part, tuple) else part(x)
         return x

@@ -144,8 +144,8 @@ def train(
     `epoch_rotation`: rotate every training image once at the start of each epoch (a few large
     kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
     (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
-    against 5.9 s for a replay on an H100 in session 6, `benchmarks/gpu_replay.py`); on the CPU the per-batch
-    path keeps recorded runs reproducible.
+    against 5.9 s for a replay on an H100 in session 6, `benchmarks/gpu_replay.py`); on the CPU
+    the per-batch path keeps recorded runs reproducible.
     `fused`: every ReLU -> BatchNorm -> Dropout block trains as Triton kernels (nas.fused), a
     CUDA option (off CUDA only under Triton's interpreter, TRITON_INTERPRET=1, as the tests run it)."""
     device = torch.device(device)
