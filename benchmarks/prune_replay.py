@@ -14,7 +14,7 @@ import argparse
 import optuna
 from optuna.trial import TrialState
 
-from nas import search
+from nas import store
 
 PRUNERS = {
     "median (5 startup, warmup 3)": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
@@ -47,10 +47,10 @@ def replay(curves: list[list[float]], pruner) -> tuple[int, list[bool]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", required=True)
-    ap.add_argument("--storage", default=search.default_storage("results"))
+    ap.add_argument("--storage", default=store.default_storage("results"))
     ap.add_argument("--top", type=int, default=3)
     args = ap.parse_args()
-    study = optuna.load_study(study_name=args.study, storage=search.open_storage(args.storage))
+    study = optuna.load_study(study_name=args.study, storage=store.open_storage(args.storage))
     trials = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs.get("trained")]
     curves = [[h["eval_acc"] for h in t.user_attrs["history"]] for t in trials]
     epochs = len(curves[0])

@@ -146,7 +146,7 @@ def _seed_job(config_dict: dict, data_dir: str, steps: int, workers: int, seed: 
 def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu", **options) -> float:
     """Total training images/s of `jobs` processes running nas's loop at once (on the CPU, one
     thread each; on a GPU, sharing it, the cores split between them). `options`: of train.train."""
-    from nas.search import worker_threads
+    from nas.workers import worker_threads
 
     args = (config.to_dict(), data_dir, steps, str(device), options)
     return sum(in_processes(jobs, _nas_job, *args, threads=worker_threads(jobs)))

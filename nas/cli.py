@@ -154,7 +154,7 @@ def cmd_replay(args) -> None:
 
 def cmd_train(args) -> None:
     """One config (a file, or a trial of a study), trained and tested exactly as `nas replay` does."""
-    from nas import search
+    from nas import store
 
     if bool(args.config) == bool(args.trial is not None):
         raise UsageError("train needs either --config FILE or --trial N --study S")
@@ -163,7 +163,7 @@ def cmd_train(args) -> None:
     else:
         if not args.study:
             raise UsageError("--trial needs --study S (see `nas studies`)")
-        study = search.load_study(args.storage or search.default_storage(args.results_dir), args.study)
+        study = store.load_study(args.storage or store.default_storage(args.results_dir), args.study)
         trials = {t.number: t for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs}
         if args.trial not in trials:
             raise UsageError(
@@ -241,19 +241,19 @@ def search_settings(args):
 def cmd_search(args) -> None:
     import time
 
-    from nas import data, display, report, search
+    from nas import data, display, report, search, store, workers
 
     s = search_settings(args)
     sp = search.check(s)  # nothing is written before these checks pass
     device = resolve_device(args.device)
     mnist = data.load_mnist(s.data_dir, download=not args.no_download)
     study = search.open_study(s, sp)
-    failed = search.fail_dead_local_trials(study)
+    failed = store.fail_dead_local_trials(study)
     queued = search.enqueue_baselines(study, sp, s) if s.baselines else []
     c0 = search.counts(study)
     out = display.console.print
     out(
-        f"study {s.study_name!r} in {search.mask(s.storage_url)}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
+        f"study {s.study_name!r} in {store.mask(s.storage_url)}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
         f"{s.trials} trained trials, {s.jobs} job(s), sampler {s.sampler}, pruner {s.pruner}, device {device}"
     )
     if c0["proposed"]:
@@ -284,11 +284,11 @@ def cmd_search(args) -> None:
                 else ""
             )
         )
-    procs = search.start_workers(s, s.jobs) if remaining else []
+    procs = workers.start_workers(search.worker, s, s.jobs) if remaining else []
     t0, trained0 = time.time(), c0["trained"]
 
     def status():
-        search.fail_dead_local_trials(study)  # a worker killed (OOM, say): its trial is retried by the others now
+        store.fail_dead_local_trials(study)  # a worker killed (OOM, say): its trial is retried by the others now
         c = search.counts(study)
         done, elapsed = c["trained"] - trained0, time.time() - t0
         eta = elapsed / done * (s.trials - c["trained"]) if done > 0 else full
@@ -297,7 +297,7 @@ def cmd_search(args) -> None:
     leaderboard = Path(s.results_dir) / s.study_name / "leaderboard.csv"
     try:
         with display.live() as live:
-            search.supervise(procs, lambda: live.update(status()))
+            workers.supervise(procs, lambda: live.update(status()))
     except KeyboardInterrupt:
         report.write_csv(report.leaderboard(study), leaderboard)
         raise Interrupted(
@@ -320,9 +320,9 @@ def cmd_confirm(args) -> None:
 
     from optuna.trial import TrialState
 
-    from nas import confirm, data, display, search
+    from nas import confirm, data, display, store, workers
 
-    url = args.storage or search.default_storage(args.results_dir)
+    url = args.storage or store.default_storage(args.results_dir)
     cs = confirm.Settings(
         study=args.study,
         storage=url,
@@ -338,14 +338,14 @@ def cmd_confirm(args) -> None:
     resolve_device(args.device)
     data.load_mnist(cs.data_dir, download=not args.no_download)
     study, conf = confirm.open_confirm_study(cs)
-    search.fail_dead_local_trials(conf)  # units left running by a killed run: failed and re-queued now
+    store.fail_dead_local_trials(conf)  # units left running by a killed run: failed and re-queued now
     units = confirm.queue_units(cs, study, conf)
     out = display.console.print
     out(
         f"confirmation: top {cs.top} configurations x {cs.seeds} seeds = {len(units)} runs on "
         f"{cs.train_limit or 60_000:,} training images, test set every epoch; study {cs.confirm_name!r}"
     )
-    procs = search.start_workers(cs, cs.jobs, target=confirm.worker)
+    procs = workers.start_workers(confirm.worker, cs, cs.jobs)
     t0 = time.time()
 
     def n_done() -> int:
@@ -363,7 +363,7 @@ def cmd_confirm(args) -> None:
             seen[0] = done
 
         try:
-            search.supervise(procs, poll)
+            workers.supervise(procs, poll)
         except KeyboardInterrupt:
             write_confirmation(cs, study, conf, args.results_dir)  # the runs finished so far
             raise Interrupted(
@@ -392,10 +392,10 @@ def best_trial(study):
 
 
 def cmd_export(args) -> None:
-    from nas import display, export, search
+    from nas import display, export, store
 
-    url = args.storage or search.default_storage(args.results_dir)
-    search.load_study(url, args.study)  # a clear error for an unknown study or storage
+    url = args.storage or store.default_storage(args.results_dir)
+    store.load_study(url, args.study)  # a clear error for an unknown study or storage
     info = export.from_study(
         url, args.study, args.rank, args.seed, Path(args.out), str(Path(args.results_dir) / "artifacts")
     )
@@ -407,10 +407,10 @@ def cmd_export(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from nas import data, display, report, search
+    from nas import data, display, report, store
 
-    url = args.storage or search.default_storage(args.results_dir)
-    study = search.load_study(url, args.study)
+    url = args.storage or store.default_storage(args.results_dir)
+    study = store.load_study(url, args.study)
     mnist = data.load_mnist(args.data_dir, download=not args.no_download)
     artifacts = str(Path(args.results_dir) / "artifacts")
     files = report.write_report(study, Path(args.results_dir), artifacts, mnist)
@@ -424,25 +424,25 @@ def cmd_report(args) -> None:
 
 def existing_storage(args):
     """The URL and storage of --storage (default: the results folder's SQLite file), which must exist."""
-    from nas import search
+    from nas import store
 
-    url = args.storage or search.default_storage(args.results_dir)
+    url = args.storage or store.default_storage(args.results_dir)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
         raise UsageError(f"no storage at {url}; run `nas search` first or pass --storage")
-    return url, search.open_storage(url)
+    return url, store.open_storage(url)
 
 
 def cmd_dashboard(args) -> None:
     import optuna_dashboard
 
-    from nas import confirm, display, search
+    from nas import confirm, display, store
 
     url, storage = existing_storage(args)
     page = f"http://{args.host}:{args.port}/dashboard"
     if args.study:
-        study = search.load_study(url, args.study)
+        study = store.load_study(url, args.study)
         page += f"/studies/{study._study_id}"
-    display.console.print(f"optuna-dashboard on {search.mask(url)}: {page}  (Ctrl-C stops it)")
+    display.console.print(f"optuna-dashboard on {store.mask(url)}: {page}  (Ctrl-C stops it)")
     artifacts = confirm.artifact_store(str(Path(args.results_dir) / "artifacts"))
     try:
         optuna_dashboard.run_server(storage, host=args.host, port=args.port, artifact_store=artifacts)
@@ -519,20 +519,20 @@ def cmd_studies(args) -> None:
     import optuna
     from rich.table import Table
 
-    from nas import display, search
+    from nas import display, search, store
 
     url, storage = existing_storage(args)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     if args.delete:
-        doomed = search.with_confirmation([x.study_name for x in summaries], args.delete, url)
+        doomed = store.with_confirmation([x.study_name for x in summaries], args.delete, url)
         for name in doomed:  # a search study and its confirmation go together
             optuna.delete_study(study_name=name, storage=storage)
-        display.console.print(f"deleted {', '.join(map(repr, doomed))} from {search.mask(url)}")
+        display.console.print(f"deleted {', '.join(map(repr, doomed))} from {store.mask(url)}")
         return
     if args.rename:
         rename_study(url, *args.rename, Path(args.results_dir))
         return
-    t = Table(title=f"studies in {search.mask(url)}", title_justify="left")
+    t = Table(title=f"studies in {store.mask(url)}", title_justify="left")
     for col in ("study", "budget", "space", "trials", "trained", "best val %", "best params"):
         t.add_column(col, justify="left" if col in ("study", "space") else "right")
     for x in summaries:
@@ -553,15 +553,15 @@ def cmd_studies(args) -> None:
 
 
 def rename_study(url: str, old: str, new: str, results_dir: Path) -> None:
-    from nas import display, search
+    from nas import display, store
 
-    pairs = search.rename_plan(url, old, new)
+    pairs = store.rename_plan(url, old, new)
     folder, target = results_dir / old, results_dir / new
     if folder.exists() and target.exists():
         raise UsageError(f"{target} already exists; move it away or choose another name")
-    search.rename_study(url, pairs)
+    store.rename_study(url, pairs)
     for o, n in pairs:
-        display.console.print(f"renamed study {o!r} to {n!r} in {search.mask(url)}")
+        display.console.print(f"renamed study {o!r} to {n!r} in {store.mask(url)}")
     if folder.exists():
         folder.rename(target)
         display.console.print(f"moved {folder} to {target} (`nas report --study {new}` rewrites it under the new name)")
@@ -604,10 +604,22 @@ def main(argv: list[str] | None = None) -> int:
     from nas.export import ExportError
     from nas.search import SearchError
     from nas.space import SpaceError
+    from nas.store import StorageError
+    from nas.workers import WorkerError
 
     try:
         COMMANDS[args.command](args)
-    except (spec.SpecError, SpaceError, SearchError, DataError, ExportError, UsageError, OSError) as e:
+    except (
+        spec.SpecError,
+        SpaceError,
+        SearchError,
+        StorageError,
+        WorkerError,
+        DataError,
+        ExportError,
+        UsageError,
+        OSError,
+    ) as e:
         err_console.print(f"nas: error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except Interrupted as e:

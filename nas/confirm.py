@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from nas import data, search, spec, train
+from nas import data, search, spec, store, train
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def top_configs(study: optuna.Study, k: int) -> list[tuple[int, spec.Config]]:
 
 
 def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
-    study = search.load_study(s.storage, s.study)
+    study = store.load_study(s.storage, s.study)
     confirm = optuna.create_study(
         study_name=s.confirm_name,
         storage=study._storage,
@@ -70,7 +70,7 @@ def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
 
 def queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
     """Queue every (source trial, seed) unit not yet done, running or queued; returns all units."""
-    with search.study_lock(confirm, s.storage, s.artifacts):  # other workers may queue at the same time
+    with store.study_lock(confirm, s.storage, s.artifacts):  # other workers may queue at the same time
         return _queue_units(s, study, confirm)
 
 
@@ -108,7 +108,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
         if "source_trial" not in trial.user_attrs:  # nothing queued: this worker is done
             trial.study.stop()
             raise optuna.TrialPruned("no unit left")
-        search.mark_owner(trial)
+        store.mark_owner(trial)
         n = trial.suggest_int("source_trial", 0, 10**9)
         seed = trial.suggest_int("seed", 0, 10**6)
         config = spec.from_dict(sources[n].user_attrs["config"])
@@ -212,6 +212,6 @@ def verdicts(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[di
             }
         )
     record = {"top": s.top, "seeds": s.seeds, "last_k": s.last_k, "threshold": s.threshold, "verdicts": out}
-    with search.study_lock(study, s.storage, s.artifacts):  # other workers may write theirs at the same moment
+    with store.study_lock(study, s.storage, s.artifacts):  # other workers may write theirs at the same moment
         study.set_user_attr("confirmation", record)
     return out

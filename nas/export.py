@@ -119,10 +119,10 @@ def from_study(storage: str, study_name: str, rank: int, seed: int | None, out: 
     import optuna
     from optuna.trial import TrialState
 
-    from nas import confirm, search
+    from nas import confirm, store
 
     cs = confirm.Settings(study=study_name, storage=storage, artifacts=artifacts)
-    if cs.confirm_name not in optuna.get_all_study_names(search.open_storage(storage)):
+    if cs.confirm_name not in optuna.get_all_study_names(store.open_storage(storage)):
         raise ExportError(f"study {study_name!r} has no confirmation yet: run `nas confirm --study {study_name}`")
     study, conf = confirm.open_confirm_study(cs)
     verdicts = study.user_attrs.get("confirmation", {}).get("verdicts", [])

@@ -1,4 +1,5 @@
-"""The Optuna study: storage, sampler, pruner, budget gate, objective, resume and workers.
+"""The Optuna study: sampler, pruner, budget gate, objective, resume and the search worker
+(the storage it lives in: nas/storage.py; the worker processes: nas/workers.py).
 
 Counting rule: `--trials N` is N *trained* trials (completed, or pruned by the pruner after
 training started). A sample at or over the budget is recorded as PRUNED with the user attribute
@@ -12,26 +13,23 @@ validation split (50,000 / 10,000 of the training images); the test set is never
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
-import socket
 import tempfile
 import time
 import warnings
-import zlib
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
-import sqlalchemy
 from optuna.trial import TrialState
 
 import nas
 from nas import data, space, spec, train
+from nas.store import default_storage, heartbeat_seconds, mark_owner, open_storage, study_lock
+from nas.workers import worker_threads
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, group
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group decomposition
 # a crashed trial's retry inherits its constraint (the same params give the same value)
 warnings.filterwarnings("ignore", message="The constraint value is ignored")
 
@@ -76,66 +74,7 @@ class Settings:
         return self.storage or default_storage(self.results_dir)
 
 
-# --------------------------------------------------------------------------- storage and study
-
-
-def default_storage(results_dir: str) -> str:
-    """The embedded default: one SQLite file under the results folder (optuna-dashboard opens it)."""
-    return f"sqlite:///{Path(results_dir) / 'nas.db'}"
-
-
-HEARTBEAT_VAR = "NAS_HEARTBEAT_SECONDS"  # the workers' heartbeat; a silent worker's trial fails after 4x
-RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)  # a failed trial is re-queued, twice at most
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage with heartbeats: a trial whose worker died (on any machine) is failed
-    once its heartbeat is 4 intervals old, and re-queued by the retry callback (at most twice).
-    SQLite file by default; PostgreSQL for workers on several machines."""
-    beat = _heartbeat_seconds()
-    sqlite = url.startswith("sqlite")
-    # SQLite: the driver's own transaction handling off (isolation_level None), see below
-    kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=beat,
-            grace_period=4 * beat,
-            heartbeat_stale_trial_callback=RETRY,
-        )
-    except Exception as e:  # malformed URL, missing driver, unreachable server
-        raise SearchError(f"cannot open storage {mask(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if sqlite:
-        sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
-    return storage
-
-
-def _heartbeat_seconds() -> int:
-    text = os.environ.get(HEARTBEAT_VAR, "30")
-    if not text.isdigit() or int(text) < 1:
-        raise SearchError(f"${HEARTBEAT_VAR} must be a whole number of seconds >= 1, got {text!r}")
-    return int(text)
-
-
-def _begin_immediate(connection) -> None:
-    """Optuna pops a queued trial with read-check-write under SELECT ... FOR UPDATE, which SQLite
-    ignores: two workers could both pop the same queued trial (a baseline, a confirmation unit)
-    and train it twice. BEGIN IMMEDIATE takes SQLite's write lock at the start of every
-    transaction, so the check and the write are atomic (tests/test_search.py pops concurrently)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def mask(url: str) -> str:
-    """The URL with any password replaced by ***."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+# --------------------------------------------------------------------------- the study
 
 
 def identity(s: Settings, sp: space.Space) -> dict:
@@ -177,21 +116,6 @@ def make_pruner(s: Settings) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
 
 
-def with_confirmation(names: list[str], name: str, url: str) -> list[str]:
-    """`name` and its confirmation study `<name>-confirm`, those of the two among `names` (the
-    studies in storage `url`); an unknown `name` is a SearchError listing those there are."""
-    if name not in names:
-        raise SearchError(f"no study {name!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
-    return [n for n in (name, f"{name}-confirm") if n in names]
-
-
-def load_study(url: str, name: str) -> optuna.Study:
-    """An existing study; an unknown one is a SearchError listing those there are."""
-    storage = open_storage(url)
-    with_confirmation(optuna.get_all_study_names(storage), name, url)
-    return optuna.load_study(study_name=name, storage=storage)
-
-
 def open_study(s: Settings, sp: space.Space) -> optuna.Study:
     """Create the study, or load it and check it was made with the same space and budget."""
     storage = open_storage(s.storage_url)
@@ -218,40 +142,6 @@ def open_study(s: Settings, sp: space.Space) -> optuna.Study:
     return study
 
 
-def rename_plan(url: str, old: str, new: str) -> list[tuple[str, str]]:
-    """The (old, new) names of a study and its confirmation study, checked: the old ones exist and
-    are idle, the new ones are free. Writes nothing."""
-    storage = open_storage(url)
-    names = optuna.get_all_study_names(storage)
-    pairs = [(o, new + o[len(old) :]) for o in with_confirmation(names, old, url)]
-    taken = [n for _, n in pairs if n in names]
-    if taken:
-        raise SearchError(f"study {taken[0]!r} already exists in {mask(url)}; choose another name")
-    for o, _ in pairs:
-        running = optuna.load_study(study_name=o, storage=storage).get_trials(states=(TrialState.RUNNING,))
-        if running:
-            raise SearchError(f"study {o!r} has {len(running)} running trial(s): stop its workers first")
-    return pairs
-
-
-def rename_study(url: str, pairs: list[tuple[str, str]]) -> None:
-    """Rename studies in one storage (pairs from rename_plan): each copied whole (attributes,
-    trials with their numbers and artifact ids), then the old ones deleted. A copy that fails
-    half-way is removed, so either the new names hold whole studies or nothing changed."""
-    storage = open_storage(url)
-    try:
-        for o, n in pairs:
-            optuna.copy_study(from_study_name=o, from_storage=storage, to_storage=storage, to_study_name=n)
-    except BaseException:
-        made = set(optuna.get_all_study_names(storage))
-        for _, n in pairs:
-            if n in made:
-                optuna.delete_study(study_name=n, storage=storage)
-        raise
-    for o, _ in pairs:
-        optuna.delete_study(study_name=o, storage=storage)
-
-
 # --------------------------------------------------------------------------- counting
 
 
@@ -271,69 +161,6 @@ def counts(study: optuna.Study) -> dict:
         "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
         "proposed": sum(1 for t in trials if "params" in t.user_attrs),
     }
-
-
-@contextmanager
-def study_lock(study: optuna.Study, url: str, folder: str):
-    """Count-then-write, atomically across every worker of `study` (claiming a training slot,
-    queueing confirmation units): on PostgreSQL under a transaction-scoped advisory lock (workers
-    on any machine; the server releases it if a worker dies), otherwise under a lock file in
-    `folder` (one machine: the only way to share a SQLite file)."""
-    if url.startswith("postgresql"):
-        with _rdb(study._storage).engine.begin() as connection:
-            key = zlib.crc32(f"nas {study.study_name}".encode())
-            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
-            yield
-        return
-    path = Path(folder) / f".{study.study_name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _rdb(storage) -> optuna.storages.RDBStorage:
-    """The RDB storage under Optuna's caching wrapper."""
-    return storage if isinstance(storage, optuna.storages.RDBStorage) else storage._backend
-
-
-def fail_dead_local_trials(study: optuna.Study) -> list[int]:
-    """RUNNING trials started on this machine by a process that no longer exists (killed):
-    fail them now, not after the heartbeat's grace period, and re-queue them."""
-    host, failed = socket.gethostname(), []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("owner_trial", t.number) != t.number:
-            continue  # a retry just popped: host and pid are its crashed original's until mark_owner
-        if t.user_attrs.get("host") == host and pid and not _alive(pid):
-            try:  # the storage changes a RUNNING trial's state for one caller only
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue  # another process (or the heartbeat) failed and re-queued it first
-            RETRY(study, study._storage.get_trial(t._trial_id))
-            failed.append(t.number)
-    return failed
-
-
-def mark_owner(trial: optuna.Trial) -> None:
-    """Host and process of the worker running `trial`: a later run on this host fails it at once
-    if that process is gone (fail_dead_local_trials), instead of waiting for the heartbeat."""
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
-    trial.set_user_attr("owner_trial", trial.number)  # Optuna's retry copies these: the copy is not the owner
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- baselines
@@ -518,7 +345,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
         if c["trained"] + c["running"] < s.trials:
             study.optimize(objective, timeout=left, callbacks=[stop_when_done], catch=(), gc_after_trial=False)
         else:  # the last slots are in training elsewhere: wait, so that a dead worker's trial is retried here
-            time.sleep(min(2, _heartbeat_seconds()))
+            time.sleep(min(2, heartbeat_seconds()))
             optuna.storages.fail_stale_trials(study)
 
 
@@ -540,7 +367,7 @@ def check(s: Settings) -> space.Space:
     if s.budget <= n:
         raise SearchError(f"--budget {s.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)")
     writable(s.results_dir)
-    _heartbeat_seconds()
+    heartbeat_seconds()  # a bad $NAS_HEARTBEAT_SECONDS fails here, before anything is written
     return sp
 
 
@@ -574,69 +401,3 @@ def estimate_epoch_seconds(s: Settings, mnist: dict, device) -> float:
     finally:
         torch.set_num_threads(threads)
     return (t1 - t0 - (t2 - t1)) * n_train / 2560 + (t2 - t1) * n_val / 2000
-
-
-def worker_threads(jobs: int) -> int:
-    """Torch threads per worker process: the cores split between them (two 1-thread trials
-    beat one 2-thread trial on this 2-core CPU)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
-def _child(target, settings, threads: int) -> None:
-    """Entry point of a worker process: die with the parent (Linux), then work."""
-    import signal
-
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # passed on by the parent on Ctrl-C
-    try:
-        target(settings, threads)
-    except KeyboardInterrupt:  # Optuna has already marked the running trial failed
-        raise SystemExit(130) from None
-
-
-def supervise(procs, poll, every: float = 2.0) -> None:
-    """Call poll() every `every` seconds until the workers exit. Ctrl-C is passed on to them (each
-    fails its running trial and stops) and re-raised once they have stopped."""
-    import signal
-
-    try:
-        while True:
-            alive = any(p.is_alive() for p in procs)
-            poll()
-            if not alive:
-                break
-            time.sleep(every)
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.is_alive():
-                os.kill(p.pid, signal.SIGINT)
-        for p in procs:
-            p.join()
-        raise
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        raise SearchError(
-            f"a worker exited with code {bad[0]}; the study keeps every finished trial: run the same command to resume"
-        )
-
-
-def with_index(settings, i: int):
-    return replace(settings, worker=i) if hasattr(settings, "worker") else settings
-
-
-def start_workers(settings, jobs: int, target=None):
-    """`jobs` worker processes running target(settings, threads) (default: the search worker),
-    torch threads split between them (see worker_threads)."""
-    import multiprocessing
-
-    threads = worker_threads(jobs)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(target or worker, with_index(settings, i), threads)) for i in range(jobs)]
-    for p in procs:
-        p.start()
-    return procs

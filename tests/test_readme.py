@@ -1,4 +1,5 @@
-"""The README's promises: CI runs its test command verbatim, and its numbers are the committed run's."""
+"""The README's promises: CI runs its test command verbatim, its numbers (and those of docs/results.md)
+are the committed runs', and its links and those of docs/ lead to files that exist."""
 
 import json
 import re
@@ -23,8 +24,8 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one():
 
 
 def test_readme_replay_numbers_come_from_the_committed_run():
-    text = (REPO / "README.md").read_text()
-    folder = re.search(r"\((results/baselines/baseline-6/[0-9TZ]+)/?\)", text).group(1)
+    text = (REPO / "docs" / "results.md").read_text()
+    folder = re.search(r"\((?:\.\./)?(results/baselines/baseline-6/[0-9TZ]+)/?\)", text).group(1)
     record = json.loads((REPO / folder / "run.json").read_text())
     assert record["seeds"] == [0, 1] and record["epochs"] == 15 and record.get("train_limit") is None
     for run in record["runs"]:
@@ -41,7 +42,7 @@ def test_readme_replay_numbers_come_from_the_committed_run():
 def test_readme_single_seed_baseline_rows_come_from_the_committed_runs():
     from nas import spec
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "results.md").read_text()
     rows = re.findall(
         r"^\| `(baseline-[\w-]+)` \| ([\d,]+) \| ([\d.]+) \(.*?\) \| ([\d.]+) \(.*?\) \| ([\d.]+) \|$", text, re.M
     )
@@ -66,3 +67,38 @@ def test_readme_searches_start_new_studies_in_a_fresh_clone():
         assert argv[0] == ".venv/bin/nas", command
         name = cli.search_settings(cli.parser().parse_args(argv[1:])).study_name
         assert name not in committed and not (REPO / "results" / name).exists(), command
+
+
+def test_readme_and_docs_links_lead_to_files_that_exist():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    links = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#]+?)\)", page.read_text()):
+            if target.startswith(("http://", "https://")) or target.startswith("../shared/"):
+                continue  # the web, and the workspace's shared folder beside the clone
+            links += 1
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
+    assert links > 20
+
+
+def test_readme_results_table_comes_from_the_stored_confirmations():
+    # each search row of the Results table, cell for cell, from the verdicts stored on its study
+    text = (REPO / "README.md").read_text()
+    studies = {"cpu-b8000": ("results/nas.db", "cpu-b8000"), "GPU search": ("results/gpu/search.db", "default-b8000")}
+    rows = 0
+    for label, (db, name) in studies.items():
+        record = optuna.load_study(study_name=name, storage=f"sqlite:///{REPO / db}").user_attrs["confirmation"]
+        for v in record["verdicts"]:
+            row = re.search(rf"^\| `?{label}`? trial {v['trial']}\b.*$", text, re.M)
+            if row is None:
+                continue
+            cells = [c.strip() for c in row.group(0).strip("|").split("|")]
+            assert cells[1:5] == [
+                f"{v['params']:,}",
+                f"{v['macs']:,}",
+                " ".join(f"{s['final']:.2f}" for s in v["per_seed"]),
+                f"{v['mean']:.2f} ± {v['std']:.2f}",
+            ], row.group(0)
+            assert cells[5].startswith("yes" if v["consistent"] else "no"), row.group(0)
+            rows += 1
+    assert rows == 4

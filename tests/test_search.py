@@ -10,7 +10,7 @@ import optuna
 import pytest
 import torch
 
-from nas import search, space, spec, train
+from nas import search, space, spec, store, train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAS = str(Path(sys.executable).parent / "nas")
@@ -195,7 +195,7 @@ def test_default_study_names_keep_quick_runs_apart():
 def _pop_queued(url: str, out) -> None:
     """A worker that pops queued trials until none is left, as study.optimize does."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.load_study(study_name="race", storage=search.open_storage(url))
+    study = optuna.load_study(study_name="race", storage=store.open_storage(url))
     got = []
     try:
         while True:
@@ -217,7 +217,7 @@ def test_queued_trials_are_popped_once_by_concurrent_workers(tmp_path):
     import multiprocessing
 
     url = f"sqlite:///{tmp_path}/race.db"
-    study = optuna.create_study(study_name="race", storage=search.open_storage(url))
+    study = optuna.create_study(study_name="race", storage=store.open_storage(url))
     for i in range(60):
         study.enqueue_trial({}, user_attrs={"i": i})
     ctx = multiprocessing.get_context("spawn")

@@ -16,7 +16,7 @@ import pytest
 from conftest import NAS
 from optuna.trial import TrialState
 
-from nas import search
+from nas import search, store
 
 PG = os.environ.get("NAS_TEST_POSTGRES")
 TRIALS = 12
@@ -83,9 +83,9 @@ def check_study(storage, name: str, killed: list[int]) -> None:
 def test_three_machines_share_one_postgres_study_and_survive_a_killed_worker(tmp_path, data_dir):
     assert PG, "$NAS_REQUIRE_POSTGRES is set but $NAS_TEST_POSTGRES is not: start one with .ci/postgres.sh"
     name = f"pg-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, search.HEARTBEAT_VAR: "2"}  # a silent worker's trial is failed after 8 s
+    env = {**os.environ, store.HEARTBEAT_VAR: "2"}  # a silent worker's trial is failed after 8 s
     procs = [start(command(PG, name, tmp_path / f"machine{i}", data_dir), env) for i in range(3)]
-    storage = search.open_storage(PG)
+    storage = store.open_storage(PG)
     while not any(name == s for s in optuna.get_all_study_names(storage)):
         time.sleep(0.2)
     killed = kill_a_machine_mid_trial(optuna.load_study(study_name=name, storage=storage), procs)
@@ -111,4 +111,4 @@ def test_killed_local_two_job_search_resumes_and_retries_the_killed_trial(tmp_pa
     assert r.returncode == 0, r.stdout + r.stderr
     requeued = re.search(r"crashed trials failed and re-queued: \[([\d, ]+)\]", r.stdout)
     assert requeued and set(killed) <= {int(n) for n in requeued.group(1).split(",")}, r.stdout[:600]
-    check_study(search.open_storage(storage), "local", killed)
+    check_study(store.open_storage(storage), "local", killed)

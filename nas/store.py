@@ -1,0 +1,197 @@
+"""The study's storage: Optuna's RDB storage with heartbeats (a SQLite file on one machine,
+PostgreSQL across machines), the lock every worker takes to count-then-write, failing the trials
+of dead workers, and finding, listing and renaming studies. Knows nothing of training.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import warnings
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from optuna.trial import TrialState
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat
+
+
+class StorageError(ValueError):
+    """A storage that cannot be opened, or a study that is not there or cannot be renamed."""
+
+
+def default_storage(results_dir: str) -> str:
+    """The embedded default: one SQLite file under the results folder (optuna-dashboard opens it)."""
+    return f"sqlite:///{Path(results_dir) / 'nas.db'}"
+
+
+HEARTBEAT_VAR = "NAS_HEARTBEAT_SECONDS"  # the workers' heartbeat; a silent worker's trial fails after 4x
+
+
+RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)  # a failed trial is re-queued, twice at most
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats: a trial whose worker died (on any machine) is failed
+    once its heartbeat is 4 intervals old, and re-queued by the retry callback (at most twice).
+    SQLite file by default; PostgreSQL for workers on several machines."""
+    beat = heartbeat_seconds()
+    sqlite = url.startswith("sqlite")
+    # SQLite: the driver's own transaction handling off (isolation_level None), see below
+    kwargs = {"connect_args": {"timeout": 60, "isolation_level": None}} if sqlite else {"pool_pre_ping": True}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=beat,
+            grace_period=4 * beat,
+            heartbeat_stale_trial_callback=RETRY,
+        )
+    except Exception as e:  # malformed URL, missing driver, unreachable server
+        raise StorageError(f"cannot open storage {mask(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if sqlite:
+        sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
+    return storage
+
+
+def heartbeat_seconds() -> int:
+    text = os.environ.get(HEARTBEAT_VAR, "30")
+    if not text.isdigit() or int(text) < 1:
+        raise StorageError(f"${HEARTBEAT_VAR} must be a whole number of seconds >= 1, got {text!r}")
+    return int(text)
+
+
+def _begin_immediate(connection) -> None:
+    """Optuna pops a queued trial with read-check-write under SELECT ... FOR UPDATE, which SQLite
+    ignores: two workers could both pop the same queued trial (a baseline, a confirmation unit)
+    and train it twice. BEGIN IMMEDIATE takes SQLite's write lock at the start of every
+    transaction, so the check and the write are atomic (tests/test_search.py pops concurrently)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def with_confirmation(names: list[str], name: str, url: str) -> list[str]:
+    """`name` and its confirmation study `<name>-confirm`, those of the two among `names` (the
+    studies in storage `url`); an unknown `name` is a StorageError listing those there are."""
+    if name not in names:
+        raise StorageError(f"no study {name!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
+    return [n for n in (name, f"{name}-confirm") if n in names]
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    """An existing study; an unknown one is a StorageError listing those there are."""
+    storage = open_storage(url)
+    with_confirmation(optuna.get_all_study_names(storage), name, url)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def rename_plan(url: str, old: str, new: str) -> list[tuple[str, str]]:
+    """The (old, new) names of a study and its confirmation study, checked: the old ones exist and
+    are idle, the new ones are free. Writes nothing."""
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
+    pairs = [(o, new + o[len(old) :]) for o in with_confirmation(names, old, url)]
+    taken = [n for _, n in pairs if n in names]
+    if taken:
+        raise StorageError(f"study {taken[0]!r} already exists in {mask(url)}; choose another name")
+    for o, _ in pairs:
+        running = optuna.load_study(study_name=o, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        if running:
+            raise StorageError(f"study {o!r} has {len(running)} running trial(s): stop its workers first")
+    return pairs
+
+
+def rename_study(url: str, pairs: list[tuple[str, str]]) -> None:
+    """Rename studies in one storage (pairs from rename_plan): each copied whole (attributes,
+    trials with their numbers and artifact ids), then the old ones deleted. A copy that fails
+    half-way is removed, so either the new names hold whole studies or nothing changed."""
+    storage = open_storage(url)
+    try:
+        for o, n in pairs:
+            optuna.copy_study(from_study_name=o, from_storage=storage, to_storage=storage, to_study_name=n)
+    except BaseException:
+        made = set(optuna.get_all_study_names(storage))
+        for _, n in pairs:
+            if n in made:
+                optuna.delete_study(study_name=n, storage=storage)
+        raise
+    for o, _ in pairs:
+        optuna.delete_study(study_name=o, storage=storage)
+
+
+@contextmanager
+def study_lock(study: optuna.Study, url: str, folder: str):
+    """Count-then-write, atomically across every worker of `study` (claiming a training slot,
+    queueing confirmation units): on PostgreSQL under a transaction-scoped advisory lock (workers
+    on any machine; the server releases it if a worker dies), otherwise under a lock file in
+    `folder` (one machine: the only way to share a SQLite file)."""
+    if url.startswith("postgresql"):
+        with _rdb(study._storage).engine.begin() as connection:
+            key = zlib.crc32(f"nas {study.study_name}".encode())
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
+            yield
+        return
+    path = Path(folder) / f".{study.study_name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _rdb(storage) -> optuna.storages.RDBStorage:
+    """The RDB storage under Optuna's caching wrapper."""
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else storage._backend
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """RUNNING trials started on this machine by a process that no longer exists (killed):
+    fail them now, not after the heartbeat's grace period, and re-queue them."""
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("owner_trial", t.number) != t.number:
+            continue  # a retry just popped: host and pid are its crashed original's until mark_owner
+        if t.user_attrs.get("host") == host and pid and not _alive(pid):
+            try:  # the storage changes a RUNNING trial's state for one caller only
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # another process (or the heartbeat) failed and re-queued it first
+            RETRY(study, study._storage.get_trial(t._trial_id))
+            failed.append(t.number)
+    return failed
+
+
+def mark_owner(trial: optuna.Trial) -> None:
+    """Host and process of the worker running `trial`: a later run on this host fails it at once
+    if that process is gone (fail_dead_local_trials), instead of waiting for the heartbeat."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    trial.set_user_attr("owner_trial", trial.number)  # Optuna's retry copies these: the copy is not the owner
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
