@@ -348,19 +348,29 @@ def cmd_confirm(args) -> None:
     procs = workers.start_workers(confirm.worker, cs, cs.jobs)
     t0 = time.time()
 
+    def finished() -> list:  # this confirmation's units done so far
+        done = conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [t for t in done if (t.params["source_trial"], t.params["seed"]) in set(units)]
+
     def n_done() -> int:
-        return len(conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return len(finished())
 
     with display.progress(len(units), "confirm") as (advance, say):
-        seen = [0]
+        seen = {t.number for t in finished()}  # done before this run
+        for _ in seen:
+            advance()
+        if seen:
+            say(f"{len(seen)} of {len(units)} confirmation runs already done")
 
         def poll():
-            done = n_done()
-            for _ in range(done - seen[0]):
+            new = [t for t in finished() if t.number not in seen]
+            for t in sorted(new, key=lambda t: t.datetime_complete):
+                seen.add(t.number)
                 advance()
-            if done != seen[0]:
-                say(f"[{display.hms(time.time() - t0)}] {done} of {len(units)} confirmation runs done")
-            seen[0] = done
+                say(
+                    f"[{display.hms(time.time() - t0)}] {len(seen)} of {len(units)} confirmation runs done: "
+                    f"trial {t.params['source_trial']} seed {t.params['seed']}, final test {t.value:.2f}%"
+                )
 
         try:
             workers.supervise(procs, poll)

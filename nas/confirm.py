@@ -78,6 +78,7 @@ def _queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> lis
     picked = top_configs(study, s.top)
     if not picked:
         raise search.SearchError(f"study {s.study!r} has no completed trial to confirm yet")
+    check_identity(s, study, confirm)
     live = {
         (t.user_attrs.get("source_trial"), t.user_attrs.get("seed"))
         for t in confirm.get_trials(deepcopy=False)
@@ -88,6 +89,30 @@ def _queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> lis
         if (n, seed) not in live:
             confirm.enqueue_trial({"source_trial": n, "seed": seed}, user_attrs={"source_trial": n, "seed": seed})
     return units
+
+
+def check_identity(s: Settings, study: optuna.Study, confirm: optuna.Study) -> None:
+    """Every unit of a confirmation trains with the same epochs and training images: the first run
+    records them on the confirmation study, a later one with others is refused (its runs would be
+    mixed into the same verdicts). A confirmation made before nas recorded them was made with its
+    search's quick-run settings (`nas search` confirms with its own)."""
+    want = {"epochs": s.epochs, "train_limit": s.train_limit}
+    have = confirm.user_attrs.get("identity")
+    if have is None and confirm.get_trials(deepcopy=False):
+        made = study.user_attrs.get("settings", {})
+        have = {k: made.get(k) for k in want}
+    if have is not None and have != want:
+
+        def options(d: dict) -> str:
+            given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in d.items() if v)
+            return given or "neither --epochs nor --train-limit"
+
+        raise search.SearchError(
+            f"confirmation study {s.confirm_name!r} was trained with {options(have)}, this command gives "
+            f"{options(want)}: give the same to add seeds or configurations to it"
+        )
+    if "identity" not in confirm.user_attrs:
+        confirm.set_user_attr("identity", want)
 
 
 def worker(s: Settings, threads: int | None = None) -> None:

@@ -43,6 +43,14 @@ BAD = [
     (["replay", "baseline-6", "--results-dir", "/proc/nas-results"], "cannot create results folder"),
     (["replay", "baseline-6", "--device", "tpu"], "unknown device 'tpu'"),
     (["confirm", "--study", "nope"], "no study 'nope'"),
+    (
+        ["confirm", "--study", "one"],
+        "'one-confirm' was trained with --epochs 1 --train-limit 1500, this command gives neither",
+    ),
+    (
+        ["confirm", "--study", "one", "--epochs", "2", "--train-limit", "1500"],
+        "this command gives --epochs 2 --train-limit",
+    ),
     (["train", "--trial", "99", "--study", "one"], "study 'one' has no trial 99"),
     (["export", "--study", "one", "--rank", "5", "--out", "{t}/x"], "--rank must be between 1 and 1"),
     (["report", "--study", "nope"], "no study 'nope'"),
