@@ -542,14 +542,23 @@ def cmd_studies(args) -> None:
     if args.rename:
         rename_study(url, *args.rename, Path(args.results_dir))
         return
+    names = {x.study_name for x in summaries}
     t = Table(title=f"studies in {store.mask(url)}", title_justify="left")
-    for col in ("study", "budget", "space", "trials", "trained", "best val %", "best params"):
+    columns = ("study", "budget", "space", "trials", "trained", "best val %", "best params", "confirmed: pick's test %")
+    for col in columns:
         t.add_column(col, justify="left" if col in ("study", "space") else "right")
     for x in summaries:
+        if x.study_name.endswith("-confirm") and x.study_name.removesuffix("-confirm") in names:
+            continue  # a confirmation: shown on its search's row
         ident = x.user_attrs.get("identity", {})
         study = optuna.load_study(study_name=x.study_name, storage=storage)
         c = search.counts(study)
         best = x.best_trial
+        verdicts = x.user_attrs.get("confirmation", {}).get("verdicts", [])
+        confirmed = "-"
+        if verdicts and verdicts[0]["mean"] is not None:  # the pick: best on validation, as report and export
+            v = verdicts[0]
+            confirmed = f"trial {v['trial']}: {v['mean']:.2f} ± {v['std']:.2f}, {v['seeds_done']} seeds"
         t.add_row(
             x.study_name,
             f"{ident.get('budget', '-')}",
@@ -558,6 +567,7 @@ def cmd_studies(args) -> None:
             str(c["trained"]),
             f"{best.value:.2f}" if best else "-",
             f"{best.user_attrs.get('params', 0):,}" if best else "-",
+            confirmed,
         )
     display.console.print(t)
 

@@ -1,5 +1,6 @@
 """`nas search` end to end on a small subset of real MNIST: counts, states, resume, bad input."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -93,8 +94,11 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     assert r.returncode == 2 and "was created with other settings (budget: study has 8000" in r.stderr
     assert len(load(tmp_path).trials) == before
 
-    r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 0 and "tiny" in r.stdout
+    wide = {**os.environ, "COLUMNS": "200"}
+    r = subprocess.run([NAS, "studies", "--results-dir", str(tmp_path)], capture_output=True, text=True, env=wide)
+    pick = verdicts[0]  # the confirmation is shown on its search's row, with the pick's test accuracy
+    assert r.returncode == 0 and "tiny" in r.stdout and "tiny-confirm" not in r.stdout, r.stdout
+    assert f"trial {pick['trial']}: {pick['mean']:.2f} ± {pick['std']:.2f}, 2 seeds" in r.stdout, r.stdout
 
     # renamed: the same trials (numbers, values, attributes) under the new name, its confirmation and folder too
     def whole(name):
