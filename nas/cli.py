@@ -348,9 +348,11 @@ def cmd_confirm(args) -> None:
     procs = workers.start_workers(confirm.worker, cs, cs.jobs)
     t0 = time.time()
 
+    wanted = set(units)
+
     def finished() -> list:  # this confirmation's units done so far
         done = conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return [t for t in done if (t.params["source_trial"], t.params["seed"]) in set(units)]
+        return [t for t in done if (t.params["source_trial"], t.params["seed"]) in wanted]
 
     def n_done() -> int:
         return len(finished())
@@ -542,13 +544,13 @@ def cmd_studies(args) -> None:
     if args.rename:
         rename_study(url, *args.rename, Path(args.results_dir))
         return
-    names = {x.study_name for x in summaries}
+    confirmations = {store.confirmation_name(x.study_name) for x in summaries}
     t = Table(title=f"studies in {store.mask(url)}", title_justify="left")
     columns = ("study", "budget", "space", "trials", "trained", "best val %", "best params", "confirmed: pick's test %")
     for col in columns:
         t.add_column(col, justify="left" if col in ("study", "space") else "right")
     for x in summaries:
-        if x.study_name.endswith("-confirm") and x.study_name.removesuffix("-confirm") in names:
+        if x.study_name in confirmations:
             continue  # a confirmation: shown on its search's row
         ident = x.user_attrs.get("identity", {})
         study = optuna.load_study(study_name=x.study_name, storage=storage)
@@ -558,7 +560,7 @@ def cmd_studies(args) -> None:
         confirmed = "-"
         if verdicts and verdicts[0]["mean"] is not None:  # the pick: best on validation, as report and export
             v = verdicts[0]
-            confirmed = f"trial {v['trial']}: {v['mean']:.2f} ± {v['std']:.2f}, {v['seeds_done']} seeds"
+            confirmed = f"trial {v['trial']}: {display.verdict_mean(v)}, {v['seeds_done']} seeds"
         t.add_row(
             x.study_name,
             f"{ident.get('budget', '-')}",

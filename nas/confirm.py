@@ -38,7 +38,7 @@ class Settings:
 
     @property
     def confirm_name(self) -> str:
-        return f"{self.study}-confirm"
+        return store.confirmation_name(self.study)
 
 
 def top_configs(study: optuna.Study, k: int) -> list[tuple[int, spec.Config]]:

@@ -255,6 +255,11 @@ def live():
         yield _LiveStatus(lv)
 
 
+def verdict_mean(v: dict) -> str:
+    """A confirmed configuration's mean ± std of final test accuracy over its seeds ("-" if none)."""
+    return f"{v['mean']:.2f} ± {v['std']:.2f}" if v["mean"] is not None else "-"
+
+
 def confirm_table(verdicts: list[dict], last_k: int, threshold: float) -> Table:
     """Every confirmed configuration: per-seed final and min-of-last-K test accuracy, mean ± std, verdict."""
     rule = f"consistent = every seed >= {threshold:.2f} in each of the last {last_k} epochs"
@@ -274,7 +279,7 @@ def confirm_table(verdicts: list[dict], last_k: int, threshold: float) -> Table:
     for v in verdicts:
         finals = " ".join(f"{r['final']:.2f}" for r in v["per_seed"])
         mins = " ".join(f"{r['min_last_k']:.2f}" for r in v["per_seed"])
-        mean = f"{v['mean']:.2f} ± {v['std']:.2f}" if v["mean"] is not None else "-"
+        mean = verdict_mean(v)
         t.add_row(
             str(v["trial"]),
             f"{v['params']:,}",

@@ -185,7 +185,7 @@ def verdicts_frame(verdicts: list[dict]) -> pd.DataFrame:
 def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: dict | None) -> list[Path]:
     """Everything `nas report` writes to results/<study>/: leaderboard.csv, summary.md and the
     figures. Reads the storage and the stored weights; never trains."""
-    from nas import display, figures, spec
+    from nas import display, figures, spec, store
     from nas.replay import write_atomic
 
     out = results_dir / study.study_name
@@ -201,7 +201,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     verdicts = [v for v in study.user_attrs.get("confirmation", {}).get("verdicts", []) if v["seeds_done"]]
     best = None
     if verdicts:
-        conf = optuna.load_study(study_name=f"{study.study_name}-confirm", storage=study._storage)
+        conf = optuna.load_study(study_name=store.confirmation_name(study.study_name), storage=study._storage)
         runs = confirmation_runs(conf)
         curves = {
             f"trial {v['trial']} ({v['params']:,} params)": [

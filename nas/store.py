@@ -85,12 +85,17 @@ def mask(url: str) -> str:
     return url
 
 
+def confirmation_name(name: str) -> str:
+    """The confirmation study of search study `name` (nas confirm's units), in the same storage."""
+    return f"{name}-confirm"
+
+
 def with_confirmation(names: list[str], name: str, url: str) -> list[str]:
     """`name` and its confirmation study `<name>-confirm`, those of the two among `names` (the
     studies in storage `url`); an unknown `name` is a StorageError listing those there are."""
     if name not in names:
         raise StorageError(f"no study {name!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
-    return [n for n in (name, f"{name}-confirm") if n in names]
+    return [n for n in (name, confirmation_name(name)) if n in names]
 
 
 def load_study(url: str, name: str) -> optuna.Study:
