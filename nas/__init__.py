@@ -10,6 +10,11 @@ __version__ = "0.1.0"
 os.environ.setdefault("TORCH_CUDNN_USE_HEURISTIC_MODE_B", "1")
 
 
+class NasError(Exception):
+    """Bad input, or a state the user can fix: `nas` prints the message as one line and exits 2.
+    Defined here, without torch, so that the command line reports one fast."""
+
+
 def load_model(folder, seed=None):
     """The network of a `nas export` folder or of a `nas replay`/`nas train` run folder (`seed`
     picks one of its seeds), weights loaded, in eval mode (see nas.export.load_model)."""

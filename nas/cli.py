@@ -7,10 +7,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from nas import __version__, spec
+from nas import NasError, __version__, spec
 
 
-class UsageError(Exception):
+class UsageError(NasError):
     """Bad input that argparse cannot see (an unavailable device, say)."""
 
 
@@ -250,7 +250,7 @@ def cmd_search(args) -> None:
     study = search.open_study(s, sp)
     failed = store.fail_dead_local_trials(study)
     queued = search.enqueue_baselines(study, sp, s) if s.baselines else []
-    c0 = search.counts(study)
+    c0 = store.counts(study)
     out = display.console.print
     out(
         f"study {s.study_name!r} in {store.mask(s.storage_url)}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
@@ -289,7 +289,7 @@ def cmd_search(args) -> None:
 
     def status():
         store.fail_dead_local_trials(study)  # a worker killed (OOM, say): its trial is retried by the others now
-        c = search.counts(study)
+        c = store.counts(study)
         done, elapsed = c["trained"] - trained0, time.time() - t0
         eta = elapsed / done * (s.trials - c["trained"]) if done > 0 else full
         return c, best_trial(study), s.trials, elapsed, eta
@@ -301,7 +301,7 @@ def cmd_search(args) -> None:
     except KeyboardInterrupt:
         report.write_csv(report.leaderboard(study), leaderboard)
         raise Interrupted(
-            f"interrupted: {search.counts(study)['trained']} trained trials are kept in the study "
+            f"interrupted: {store.counts(study)['trained']} trained trials are kept in the study "
             f"(leaderboard: {leaderboard}); run the same command to resume"
         ) from None
     out("")
@@ -531,7 +531,7 @@ def cmd_studies(args) -> None:
     import optuna
     from rich.table import Table
 
-    from nas import display, search, store
+    from nas import display, store
 
     url, storage = existing_storage(args)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
@@ -554,7 +554,7 @@ def cmd_studies(args) -> None:
             continue  # a confirmation: shown on its search's row
         ident = x.user_attrs.get("identity", {})
         study = optuna.load_study(study_name=x.study_name, storage=storage)
-        c = search.counts(study)
+        c = store.counts(study)
         best = x.best_trial
         verdicts = x.user_attrs.get("confirmation", {}).get("verdicts", [])
         confirmed = "-"
@@ -621,27 +621,11 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from nas.data import DataError
     from nas.display import err_console
-    from nas.export import ExportError
-    from nas.search import SearchError
-    from nas.space import SpaceError
-    from nas.store import StorageError
-    from nas.workers import WorkerError
 
     try:
         COMMANDS[args.command](args)
-    except (
-        spec.SpecError,
-        SpaceError,
-        SearchError,
-        StorageError,
-        WorkerError,
-        DataError,
-        ExportError,
-        UsageError,
-        OSError,
-    ) as e:
+    except (NasError, OSError) as e:
         err_console.print(f"nas: error: {e}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except Interrupted as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from nas import __version__, data, spec
+from nas import NasError, __version__, data, spec
 from nas.files import atomic
 from nas.model import build
 
@@ -43,7 +43,7 @@ def build() -> nn.Sequential:
 '''
 
 
-class ExportError(ValueError):
+class ExportError(NasError, ValueError):
     """The study has nothing to export with these settings; the message says why."""
 
 

@@ -25,8 +25,8 @@ import optuna
 from optuna.trial import TrialState
 
 import nas
-from nas import data, space, spec, train
-from nas.store import default_storage, heartbeat_seconds, mark_owner, open_storage, study_lock
+from nas import NasError, data, space, spec, train
+from nas.store import counts, default_storage, heartbeat_seconds, mark_owner, open_storage, study_lock
 from nas.workers import worker_threads
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group decomposition
@@ -34,7 +34,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="The constraint value is ignored")
 
 
-class SearchError(ValueError):
+class SearchError(NasError, ValueError):
     """Bad settings or a study that cannot be resumed with them; the message says why."""
 
 
@@ -140,27 +140,6 @@ def open_study(s: Settings, sp: space.Space) -> optuna.Study:
         )
         raise SearchError(f"study {s.study_name!r} was created with other settings ({diff}); use another --study")
     return study
-
-
-# --------------------------------------------------------------------------- counting
-
-
-def is_trained(t: optuna.trial.FrozenTrial) -> bool:
-    return bool(t.user_attrs.get("trained")) and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-
-
-def counts(study: optuna.Study) -> dict:
-    trials = study.get_trials(deepcopy=False)
-    infeasible = sum(1 for t in trials if t.user_attrs.get("infeasible"))
-    return {
-        "trained": sum(1 for t in trials if is_trained(t) and t.state != TrialState.RUNNING),
-        "running": sum(1 for t in trials if is_trained(t) and t.state == TrialState.RUNNING),
-        "completed": sum(1 for t in trials if t.state == TrialState.COMPLETE),
-        "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED and t.user_attrs.get("trained")),
-        "infeasible": infeasible,
-        "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
-        "proposed": sum(1 for t in trials if "params" in t.user_attrs),
-    }
 
 
 # --------------------------------------------------------------------------- baselines

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from nas import spec
+from nas import NasError, spec
 
 # dimension -> (kind of value, lowest allowed, highest allowed, allowed choices or None)
 DIMENSIONS = {
@@ -46,7 +46,7 @@ TOP_LEVEL = {"description", "epochs", "dimensions"}
 SPACES_PACKAGE = "nas.spaces"
 
 
-class SpaceError(ValueError):
+class SpaceError(NasError, ValueError):
     """A space file that cannot be used; the message names file, line and field."""
 
 

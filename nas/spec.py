@@ -19,13 +19,15 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
+from nas import NasError
+
 IMAGE_SIZE = 28  # MNIST: 1 x 28 x 28
 IN_CHANNELS = 1
 CLASSES = 10
 OPS = ("conv", "pool", "gap", "fc")
 
 
-class SpecError(ValueError):
+class SpecError(NasError, ValueError):
     """A config that does not follow the schema; the message names the field."""
 
 

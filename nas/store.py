@@ -17,10 +17,12 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from nas import NasError
+
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat
 
 
-class StorageError(ValueError):
+class StorageError(NasError, ValueError):
     """A storage that cannot be opened, or a study that is not there or cannot be renamed."""
 
 
@@ -200,3 +202,22 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def is_trained(t: optuna.trial.FrozenTrial) -> bool:
+    return bool(t.user_attrs.get("trained")) and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def counts(study: optuna.Study) -> dict:
+    """How many trials a search study holds, by kind: trained (finished), running, infeasible..."""
+    trials = study.get_trials(deepcopy=False)
+    infeasible = sum(1 for t in trials if t.user_attrs.get("infeasible"))
+    return {
+        "trained": sum(1 for t in trials if is_trained(t) and t.state != TrialState.RUNNING),
+        "running": sum(1 for t in trials if is_trained(t) and t.state == TrialState.RUNNING),
+        "completed": sum(1 for t in trials if t.state == TrialState.COMPLETE),
+        "pruned": sum(1 for t in trials if t.state == TrialState.PRUNED and t.user_attrs.get("trained")),
+        "infeasible": infeasible,
+        "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
+        "proposed": sum(1 for t in trials if "params" in t.user_attrs),
+    }

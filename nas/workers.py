@@ -8,8 +8,10 @@ import os
 import time
 from dataclasses import replace
 
+from nas import NasError
 
-class WorkerError(RuntimeError):
+
+class WorkerError(NasError, RuntimeError):
     """A worker process that exited with an error."""
 
 

@@ -95,24 +95,17 @@ def test_invalid_config_file_names_the_field(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv", [["replay", "baseline-6", "--seeds", "0"], ["replay", "x", "--epochs", "-1"], ["bogus"]]
+    "argv",
+    [
+        ["replay", "baseline-6", "--seeds", "0"],
+        ["replay", "x", "--epochs", "-1"],
+        ["dashboard", "--port", "0"],
+        ["bogus"],
+    ],
 )
 def test_argument_errors_exit_2(argv):
     r = run(*argv)
     assert r.returncode == 2 and "error" in r.stderr
-
-
-def test_results_folder_not_created_on_failure(tmp_path):
-    run(
-        "replay",
-        "baseline-6",
-        "--data-dir",
-        str(tmp_path / "empty"),
-        "--no-download",
-        "--results-dir",
-        str(tmp_path / "res"),
-    )
-    assert not (tmp_path / "res").exists()
 
 
 def test_console_script_is_the_module():

@@ -19,6 +19,14 @@ def test_load_real_mnist(mnist):
     assert torch.bincount(mnist["test_y"]).tolist() == TEST_COUNTS
 
 
+def test_the_files_read_as_torchvision_reads_them(mnist, data_dir):
+    from torchvision.datasets import MNIST
+
+    train, test = MNIST(str(data_dir), train=True), MNIST(str(data_dir), train=False)
+    expected = {"train_x": train.data, "train_y": train.targets, "test_x": test.data, "test_y": test.targets}
+    assert all(mnist[k].dtype == v.dtype and torch.equal(mnist[k], v) for k, v in expected.items())
+
+
 def test_validation_split_is_held_out_and_fixed(mnist):
     a = data.make_split(mnist, "val")
     b = data.make_split(mnist, "val")

@@ -128,19 +128,6 @@ def test_dashboard_serves_the_study_its_attributes_and_artifacts(reported):
     assert server.returncode is not None
 
 
-@pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["--port", "0"], "argument --port: must be >= 1, got 0"),
-        (["--storage", "sqlite:////nonexistent/x.db"], "nas: error: no storage at sqlite:////nonexistent/x.db"),
-        (["--study", "nope"], "nas: error: no study 'nope'"),
-    ],
-)
-def test_dashboard_bad_input(argv, message, reported):
-    r = run_nas("dashboard", "--results-dir", reported, *argv)
-    assert r.returncode == 2 and message in r.stderr
-
-
 def test_result_files_are_written_whole_with_the_usual_permissions(tmp_path):
     """nas.files.atomic: the file appears complete under its name, nothing else is left beside it,
     and it is readable as the umask allows (a shared results folder), not private to its writer."""

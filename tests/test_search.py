@@ -46,7 +46,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     assert "baselines first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
     assert "epochs trained" in r.stdout
     study = load(tmp_path)
-    c = search.counts(study)
+    c = store.counts(study)
     assert c["trained"] == 6 and c["running"] == 0 and c["failed"] == 0
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
     assert [t.user_attrs.get("baseline") for t in trained[:2]] == ["baseline-6", "baseline-6-rf32"]
@@ -83,7 +83,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     assert r.returncode == 0 and "resuming: 6 trained trials kept" in r.stdout
     assert "study 'tiny' already has its 6 trained trials: nothing to train" in " ".join(r.stdout.split())
     assert "baselines first" not in r.stdout and "estimate:" not in r.stdout  # nothing queued, nothing timed
-    assert search.counts(load(tmp_path))["trained"] == 6
+    assert store.counts(load(tmp_path))["trained"] == 6
     again = load(tmp_path, "tiny-confirm").trials
     assert len([t for t in again if t.state == optuna.trial.TrialState.COMPLETE]) == 4
 
@@ -117,7 +117,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
 
 def trained_done(tmp_path):
     try:
-        return search.counts(load(tmp_path))["trained"]
+        return store.counts(load(tmp_path))["trained"]
     except Exception:  # no study yet
         return 0
 
@@ -156,7 +156,7 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, si
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     study = load(tmp_path)
-    c = search.counts(study)
+    c = store.counts(study)
     assert c["trained"] == 4 and c["running"] == 0
     after = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert all(after[n] == v for n, v in before.items())  # every completed trial kept, unchanged

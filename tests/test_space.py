@@ -3,7 +3,7 @@
 import optuna
 import pytest
 
-from nas import search, space, spec
+from nas import search, space, spec, store
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEFAULT = space.load("default")
@@ -58,7 +58,7 @@ def test_no_trained_model_reaches_the_budget(budget, monkeypatch, tmp_path):
     s = search.Settings(budget=budget, trials=10**6, results_dir=str(tmp_path))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=budget))
     study.optimize(search.objective_for(study, s, DEFAULT, split=None, device="cpu"), n_trials=2000)
-    c = search.counts(study)
+    c = store.counts(study)
     assert c["proposed"] == 2000 and c["trained"] == len(recorder.params) > 100
     assert max(recorder.params) < budget
     assert c["infeasible"] + c["trained"] == 2000

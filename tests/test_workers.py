@@ -16,7 +16,7 @@ import pytest
 from conftest import NAS
 from optuna.trial import TrialState
 
-from nas import search, store
+from nas import store
 
 PG = os.environ.get("NAS_TEST_POSTGRES")
 TRIALS = 12
@@ -61,7 +61,7 @@ def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
 
 def check_study(storage, name: str, killed: list[int]) -> None:
     study = optuna.load_study(study_name=name, storage=storage)
-    c = search.counts(study)
+    c = store.counts(study)
     assert c["trained"] == TRIALS and c["running"] == 0, c  # exactly the requested total, across workers
     trials = study.get_trials(deepcopy=False)
     assert killed
