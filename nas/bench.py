@@ -23,6 +23,7 @@ from torch import nn
 
 from nas import data, spec, train
 from nas.model import Dropout, build
+from nas.workers import context
 
 
 def seed_pipeline(
@@ -120,10 +121,9 @@ def _call(out, threads: int | None, fn, args: tuple) -> None:
 
 def in_processes(n: int, fn, *args, threads: int | None = None) -> list:
     """fn(*args) in `n` fresh processes at once, `threads` torch threads each; their results.
-    Spawned, so nothing of this process carries over (its allocator setting included)."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
+    Forked from nas's worker server, so nothing of this process carries over (its allocator
+    setting included; see workers.context)."""
+    ctx = context()
     out = ctx.Queue()
     procs = [ctx.Process(target=_call, args=(out, threads, fn, args)) for _ in range(n)]
     for p in procs:

@@ -271,6 +271,7 @@ def cmd_search(args) -> None:
         out(f"baselines first (those the space and budget admit): {', '.join(queued)}")
     full = 0.0
     if remaining:
+        workers.start_server()  # its imports overlap the estimate
         epoch_s = search.estimate_epoch_seconds(s, mnist, device)
         epochs = s.epochs or sp.epochs
         full = remaining * epochs * epoch_s / s.jobs
@@ -463,19 +464,19 @@ def cmd_dashboard(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    import os
     from datetime import UTC, datetime
 
     import pandas as pd
     from rich.table import Table
 
     from nas import bench, data, display, report
+    from nas.workers import usable_cpus
 
     config = spec.resolve(args.config)
     device = resolve_device(args.device)
     root = str(data.data_dir(args.data_dir))
     data.load_mnist(root, download=not args.no_download)
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     steps, repeats = (20, 1) if args.quick else (args.steps, args.repeats)
     sizes = (2000, 8000, 32000) if args.quick else (2000, 4000, 8000, 16000, 32000)
     jobs, workers = args.jobs or cores, cores if args.workers is None else args.workers

@@ -17,6 +17,7 @@ import torch
 import nas
 from nas import data, display, spec, train
 from nas.files import atomic
+from nas.workers import usable_cpus
 
 
 def verdict(history: train.History, last_k: int = 3, threshold: float = 99.40) -> dict:
@@ -47,6 +48,7 @@ def provenance(device: torch.device) -> dict:
         "platform": platform.platform(),
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

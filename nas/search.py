@@ -14,7 +14,6 @@ validation split (50,000 / 10,000 of the training images); the test set is never
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 import warnings
@@ -27,7 +26,7 @@ from optuna.trial import TrialState
 import nas
 from nas import NasError, data, space, spec, train
 from nas.store import counts, default_storage, heartbeat_seconds, mark_owner, open_storage, study_lock
-from nas.workers import worker_threads
+from nas.workers import usable_cpus, worker_threads
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group decomposition
 # a crashed trial's retry inherits its constraint (the same params give the same value)
@@ -309,7 +308,7 @@ def worker(s: Settings, threads: int | None = None) -> None:
     if s.pipeline == "seed":  # the naive baseline of `nas bench`'s search-throughput figure
         from nas import bench
 
-        fit = bench.seed_trainer(s.data_dir, s.train_limit, s.val_limit, workers=os.cpu_count() or 1)
+        fit = bench.seed_trainer(s.data_dir, s.train_limit, s.val_limit, workers=usable_cpus())
 
     def stop_when_done(study: optuna.Study, _trial) -> None:
         c = counts(study)

@@ -18,6 +18,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from nas import NasError
+from nas.workers import alive
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat
 
@@ -176,7 +177,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("owner_trial", t.number) != t.number:
             continue  # a retry just popped: host and pid are its crashed original's until mark_owner
-        if t.user_attrs.get("host") == host and pid and not _alive(pid):
+        if t.user_attrs.get("host") == host and pid and not alive(pid):
             try:  # the storage changes a RUNNING trial's state for one caller only
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -192,16 +193,6 @@ def mark_owner(trial: optuna.Trial) -> None:
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     trial.set_user_attr("owner_trial", trial.number)  # Optuna's retry copies these: the copy is not the owner
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_trained(t: optuna.trial.FrozenTrial) -> bool:

@@ -15,22 +15,23 @@ class WorkerError(NasError, RuntimeError):
     """A worker process that exited with an error."""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a job scheduler's
+    cpuset, `taskset`), not every CPU of the machine."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_threads(jobs: int) -> int:
-    """Torch threads per worker process: the cores split between them (two 1-thread trials
-    beat one 2-thread trial on this 2-core CPU)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    """Torch threads per worker process: the usable CPUs split between them (two 1-thread trials
+    beat one 2-thread trial on this 2-core CPU; more threads than CPUs spin and crawl)."""
+    return max(1, usable_cpus() // jobs)
 
 
-def _child(target, settings, threads: int) -> None:
-    """Entry point of a worker process: die with the parent (Linux), then work."""
+def _child(target, settings, threads: int, parent: int) -> None:
+    """Entry point of a worker process: die with the `nas` command that started it, then work."""
     import signal
 
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    _die_with(parent)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # passed on by the parent on Ctrl-C
     try:
         target(settings, threads)
@@ -38,18 +39,51 @@ def _child(target, settings, threads: int) -> None:
         raise SystemExit(130) from None
 
 
-def supervise(procs, poll, every: float = 2.0) -> None:
-    """Call poll() every `every` seconds until the workers exit. Ctrl-C is passed on to them (each
-    fails its running trial and stops) and re-raised once they have stopped."""
+def _die_with(pid: int) -> None:
+    """SIGKILL this process the moment process `pid` exits (killed, say): a watcher thread that
+    waits on a pidfd (Linux), else polls. The worker's own parent is the worker server, which
+    outlives the command by its teardown, so the kernel's parent-death signal would come late."""
+    import select
     import signal
+    import threading
+
+    def watch() -> None:
+        try:
+            select.select([os.pidfd_open(pid)], [], [])  # readable once the process has exited
+        except (AttributeError, OSError):  # not Linux, or an old kernel
+            while alive(pid):
+                time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def supervise(procs, poll, every: float = 2.0) -> None:
+    """Call poll() every `every` seconds, and as soon as a worker exits, until all have exited.
+    Ctrl-C is passed on to them (each fails its running trial and stops) and re-raised once they
+    have stopped."""
+    import signal
+    from multiprocessing.connection import wait
 
     try:
+        running = list(procs)
         while True:
-            alive = any(p.is_alive() for p in procs)
             poll()
-            if not alive:
+            if not running:
                 break
-            time.sleep(every)
+            ended = wait([p.sentinel for p in running], timeout=every)
+            running = [p for p in running if p.sentinel not in ended]
     except KeyboardInterrupt:
         for p in procs:
             if p.is_alive():
@@ -68,14 +102,35 @@ def with_index(settings, i: int):
     return replace(settings, worker=i) if hasattr(settings, "worker") else settings
 
 
+def context():
+    """Where worker processes come from: multiprocessing's forkserver, a server process that
+    imports torch and nas once and forks each worker from itself. A worker then starts in a
+    fraction of a second instead of paying ~6 s of imports (torch, and torch._dynamo, which torch's
+    optimizers import on first use). The server never trains or touches a GPU, so no thread pool
+    or CUDA state is forked; nor does any setting of this process (as with spawn)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch._dynamo", "nas.search", "nas.confirm"])
+    return ctx
+
+
+def start_server() -> None:
+    """Start the worker server now (it returns at once), so that its imports overlap this
+    process's own work before the first worker is needed."""
+    from multiprocessing import forkserver
+
+    context()
+    forkserver.ensure_running()
+
+
 def start_workers(target, settings, jobs: int):
     """`jobs` worker processes running target(settings, threads) (the search's or the confirmation's),
     torch threads split between them (see worker_threads)."""
-    import multiprocessing
-
     threads = worker_threads(jobs)
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(target, with_index(settings, i), threads)) for i in range(jobs)]
+    ctx = context()
+    args = [(target, with_index(settings, i), threads, os.getpid()) for i in range(jobs)]
+    procs = [ctx.Process(target=_child, args=a) for a in args]
     for p in procs:
         p.start()
     return procs

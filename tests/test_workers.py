@@ -29,15 +29,13 @@ def command(storage: str, study: str, results, data_dir, *extra) -> list[str]:
             "--results-dir", str(results), "--data-dir", str(data_dir), *FAST, *CONFIRM, *extra]  # fmt: skip
 
 
-def start(cmd, env=None) -> subprocess.Popen:
-    """A `nas search` in its own process group: killing the group is losing the machine."""
+def start(cmd, env=None, cpu: int | None = None) -> subprocess.Popen:
+    """A `nas search` in its own process group: killing the group is losing the machine. `cpu`
+    pins it to one CPU of this machine, as if it were a machine of its own (nas then trains with
+    one thread: three 2-thread machines on 2 CPUs spin and run 3x slower)."""
+    pin = None if cpu is None else lambda: os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[cpu]})
     return subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
-
-
-def parent(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return int(next(line.split()[1] for line in f if line.startswith("PPid:")))
+                            start_new_session=True, preexec_fn=pin)  # fmt: skip
 
 
 def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
@@ -51,8 +49,8 @@ def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
         done = [t for t in trials if t.user_attrs.get("trained") and t.state.is_finished()]
         running = [t for t in trials if t.user_attrs.get("trained") and t.state == TrialState.RUNNING]
         if done and running and running[0].user_attrs.get("pid"):
-            machine = parent(running[0].user_attrs["pid"])
-            mine = [t.number for t in running if t.user_attrs.get("pid") and parent(t.user_attrs["pid"]) == machine]
+            machine = os.getpgid(running[0].user_attrs["pid"])  # the process group of its `nas search`
+            mine = [t.number for t in running if t.user_attrs.get("pid") and os.getpgid(t.user_attrs["pid"]) == machine]
             os.killpg(machine, signal.SIGKILL)
             return mine
         time.sleep(0.2)
@@ -84,7 +82,8 @@ def test_three_machines_share_one_postgres_study_and_survive_a_killed_worker(tmp
     assert PG, "$NAS_REQUIRE_POSTGRES is set but $NAS_TEST_POSTGRES is not: start one with .ci/postgres.sh"
     name = f"pg-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, store.HEARTBEAT_VAR: "2"}  # a silent worker's trial is failed after 8 s
-    procs = [start(command(PG, name, tmp_path / f"machine{i}", data_dir), env) for i in range(3)]
+    cpus = len(os.sched_getaffinity(0))
+    procs = [start(command(PG, name, tmp_path / f"machine{i}", data_dir), env, cpu=i % cpus) for i in range(3)]
     storage = store.open_storage(PG)
     while not any(name == s for s in optuna.get_all_study_names(storage)):
         time.sleep(0.2)
