@@ -23,7 +23,7 @@ from torch import nn
 
 from nas import data, spec, train
 from nas.model import Dropout, build
-from nas.workers import context
+from nas.workers import context, default_start_method
 
 
 def seed_pipeline(
@@ -114,6 +114,7 @@ def eval_throughput(config: spec.Config, mnist: dict, device="cpu") -> float:
 
 
 def _call(out, threads: int | None, fn, args: tuple) -> None:
+    default_start_method()
     if threads:
         torch.set_num_threads(threads)
     out.put(fn(*args))

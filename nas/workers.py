@@ -1,4 +1,4 @@
-"""Worker processes on this machine: `--jobs` spawned processes, torch threads split between
+"""Worker processes on this machine: `--jobs` processes forked from a worker server, torch threads split between
 them, each dying with its parent; Ctrl-C passed on so each fails its running trial and stops.
 """
 
@@ -32,11 +32,21 @@ def _child(target, settings, threads: int, parent: int) -> None:
     import signal
 
     _die_with(parent)
+    default_start_method()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # passed on by the parent on Ctrl-C
     try:
         target(settings, threads)
     except KeyboardInterrupt:  # Optuna has already marked the running trial failed
         raise SystemExit(130) from None
+
+
+def default_start_method() -> None:
+    """A forked worker inherits 'forkserver' as its default start method; put back the platform's
+    (fork on Linux), as a fresh process has it: a DataLoader's workers (the seed pipeline's) would
+    otherwise each start a server of their own and import everything again."""
+    import multiprocessing
+
+    multiprocessing.set_start_method(None, force=True)
 
 
 def _die_with(pid: int) -> None:
