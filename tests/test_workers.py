@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -16,7 +17,7 @@ import pytest
 from conftest import NAS
 from optuna.trial import TrialState
 
-from nas import store
+from nas import store, workers
 
 PG = os.environ.get("NAS_TEST_POSTGRES")
 TRIALS = 12
@@ -111,3 +112,15 @@ def test_killed_local_two_job_search_resumes_and_retries_the_killed_trial(tmp_pa
     requeued = re.search(r"crashed trials failed and re-queued: \[([\d, ]+)\]", r.stdout)
     assert requeued and set(killed) <= {int(n) for n in requeued.group(1).split(",")}, r.stdout[:600]
     check_study(store.open_storage(storage), "local", killed)
+
+
+def test_threads_follow_the_cpus_this_process_may_use():
+    """A process pinned to one CPU (a cpuset, `taskset`) trains with one thread per worker, however
+    many CPUs the machine has."""
+    code = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from nas import workers; "
+        "print(workers.usable_cpus(), workers.worker_threads(1), workers.worker_threads(2))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["1", "1", "1"], r.stderr
+    assert workers.usable_cpus() == len(os.sched_getaffinity(0))
