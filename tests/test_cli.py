@@ -108,6 +108,19 @@ def test_argument_errors_exit_2(argv):
     assert r.returncode == 2 and "error" in r.stderr
 
 
+def test_results_folder_not_created_on_failure(tmp_path):
+    run(
+        "replay",
+        "baseline-6",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--no-download",
+        "--results-dir",
+        str(tmp_path / "res"),
+    )
+    assert not (tmp_path / "res").exists()
+
+
 def test_console_script_is_the_module():
     r = subprocess.run([sys.executable, "-m", "nas.cli", "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("nas ")
