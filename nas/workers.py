@@ -1,5 +1,6 @@
-"""Worker processes on this machine: `--jobs` processes forked from a worker server, torch threads split between
-them, each dying with its parent; Ctrl-C passed on so each fails its running trial and stops.
+"""Worker processes on this machine: `--jobs` processes forked from a worker server, torch
+threads split between them, each dying with its `nas` command; Ctrl-C passed on so each fails its
+running trial and stops.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def start_server() -> None:
     process's own work before the first worker is needed."""
     from multiprocessing import forkserver
 
-    context()
+    context()  # sets what the server imports before it starts
     forkserver.ensure_running()
 
 
