@@ -21,7 +21,7 @@ step() { echo "=== $(date +%T) $*"; }
 want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
-for v in ${VARIANTS:-0 3}; do  # 1 and 2, the channels_last variants, were measured in session 7
+for v in ${VARIANTS:-0 1}; do  # 2 and 3, the channels_last variants, were measured in session 7
   want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v"
 done
 want 1 && echo "cuDNN heuristics mode A (torch's default):" && TORCH_CUDNN_USE_HEURISTIC_MODE_B=0 \
@@ -29,7 +29,7 @@ want 1 && echo "cuDNN heuristics mode A (torch's default):" && TORCH_CUDNN_USE_H
 
 want 2 && step "2. the ReLU/BatchNorm/Dropout block alone, then where a step's GPU time goes (gpu_batchnorm.py, gpu_profile.py)"
 want 2 && timeout 60 python3 benchmarks/gpu_batchnorm.py
-for o in ${PROFILES:-'{}' '{"fused":true}'}; do  # each in a process of its own
+for o in ${PROFILES:-'{}' '{"fused":false}'}; do  # each in a process of its own
   want 2 && timeout 60 python3 benchmarks/gpu_profile.py baseline-6 --top 14 --options "$o"
 done
 
@@ -40,10 +40,10 @@ want 4 && step "4. nas bench on the GPU"
 want 4 && (cd /tmp && timeout 150 python3 -m nas bench --device cuda --steps 1000 --repeats 2 --jobs 8 --results-dir /tmp/res)
 cp /tmp/res/bench/*.csv "$OUT/" 2>/dev/null
 
-want 5 && step "5. the full search: --budget 8000 --trials 200 --jobs 8 (confirmation: top 3 x 3 seeds)"
+want 5 && step "5. the full search: --budget 8000 --trials ${TRIALS:-200} --jobs 8 (confirmation: top 3 x 3 seeds)"
 if want 5; then
 SECONDS=0
-cd /tmp && timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials 200 --jobs 8 --seeds 3 --device cuda \
+cd /tmp && timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 --trials "${TRIALS:-200}" --jobs 8 --seeds 3 --device cuda \
   --results-dir /tmp/res
 echo "search exit $? after $SECONDS s"
 cp /tmp/res/nas.db "$OUT/gpu-search.db"

@@ -13,10 +13,14 @@ import torch
 from nas import data, spec, train
 
 VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its choices per shape
-    "default: CUDA graphs, a rotation pass per epoch, cuDNN heuristics mode B": {},
-    "default + channels_last": {"channels_last": True},
-    "default + channels_last + cudnn.benchmark": {"channels_last": True, "cudnn_benchmark": True},
-    "default + fused ReLU/BatchNorm/Dropout (Triton, nas.fused)": {"fused": True},
+    "default: CUDA graphs, a rotation pass per epoch, cuDNN heuristics mode B, fused ReLU/BatchNorm/Dropout": {},
+    "default with cuDNN's BatchNorm (fused=False, the default until session 10)": {"fused": False},
+    "channels_last (not fused)": {"channels_last": True},
+    "channels_last + cudnn.benchmark (not fused)": {"channels_last": True, "cudnn_benchmark": True},
+    # measured in session 10 on an H100 (results/gpu/session10-*.log, 15 epochs, seconds), each in a
+    # fresh process, before fused became the default: cuDNN's BatchNorm 5.20-5.23 (0.346-0.347 s an
+    # epoch); fused 4.38 (0.255 s an epoch) with Triton's kernel cache warm, 10.34 on a machine's
+    # first run (6.76 s first epoch: compiling the four kernels, cached on disk afterwards)
     # measured in session 7 on an H100 (results/gpu/session7-*.log, 15 epochs, seconds), each
     # variant in a fresh process, before heuristics mode B became nas's default: default 5.64-5.71;
     # mode B 5.20-5.22 (0.346 s an epoch); channels_last 5.61, with mode B 5.79; BatchNorm on
