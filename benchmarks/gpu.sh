@@ -22,9 +22,9 @@ want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
 for v in ${VARIANTS:-0 1}; do  # 2 and 3, the channels_last variants, were measured in session 7
-  want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v"
+  want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v" ${EPOCHS:+--epochs "$EPOCHS"}
 done
-want 1 && echo "cuDNN heuristics mode A (torch's default):" && TORCH_CUDNN_USE_HEURISTIC_MODE_B=0 \
+want 1 && [[ ${MODE_A:-1} == 1 ]] && echo "cuDNN heuristics mode A (torch's default):" && TORCH_CUDNN_USE_HEURISTIC_MODE_B=0 \
   timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant 0
 
 want 2 && step "2. the ReLU/BatchNorm/Dropout block alone, then where a step's GPU time goes (gpu_batchnorm.py, gpu_profile.py)"

@@ -17,6 +17,8 @@ VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its c
     "default with cuDNN's BatchNorm (fused=False, the default until session 10)": {"fused": False},
     "channels_last (not fused)": {"channels_last": True},
     "channels_last + cudnn.benchmark (not fused)": {"channels_last": True, "cudnn_benchmark": True},
+    "eager (no CUDA graphs), fused": {"graphs": False, "fused": True},
+    "eager (no CUDA graphs), cuDNN's BatchNorm": {"graphs": False, "fused": False},
     # measured in session 10 on an H100 (results/gpu/session10-*.log, 15 epochs, seconds), each in a
     # fresh process, before fused became the default: cuDNN's BatchNorm 5.20-5.23 (0.346-0.347 s an
     # epoch); fused 4.38 (0.255 s an epoch) with Triton's kernel cache warm, 10.34 on a machine's

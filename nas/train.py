@@ -85,12 +85,16 @@ def graphs_for(device: torch.device, graphs: bool | None) -> bool:
     return device.type == "cuda" if graphs is None else graphs
 
 
-def fused_for(device: torch.device, fused: bool | None, compiled: bool, bf16: bool, channels_last: bool) -> bool:
-    """None = on CUDA where Triton is installed, unless an option the kernels do not serve is asked
-    for: torch.compile, bf16 autocast (they take float32) or channels_last (they read NCHW)."""
+def fused_for(
+    device: torch.device, fused: bool | None, graphs: bool, compiled: bool, bf16: bool, channels_last: bool
+) -> bool:
+    """None = on CUDA where Triton is installed, in CUDA graphs (eager, Triton's launches cost more
+    than they save: `nas bench --device cuda`'s eager row 49k images/s in session 10 against 105k in
+    session 3, unfused), unless an option the kernels do not serve is asked for: torch.compile, bf16
+    autocast (they take float32) or channels_last (they read NCHW)."""
     if fused is not None:
         return fused
-    plain = not (compiled or bf16 or channels_last)
+    plain = graphs and not (compiled or bf16 or channels_last)
     return device.type == "cuda" and plain and importlib.util.find_spec("triton") is not None
 
 
@@ -158,8 +162,8 @@ def train(
     the per-batch path keeps recorded runs reproducible.
     `fused`: every ReLU -> BatchNorm -> Dropout block trains as Triton kernels (nas.fused), a
     CUDA option (off CUDA only under Triton's interpreter, TRITON_INTERPRET=1, as the tests run it);
-    None = on CUDA (fused_for): on an H100 0.255 s an epoch against 0.347 with cuDNN's BatchNorm,
-    a replay 4.38 s against 5.20-5.23 (`benchmarks/gpu_replay.py`, session 10)."""
+    None = in CUDA graphs (fused_for): on an H100 0.257 s an epoch against 0.347-0.350 with cuDNN's
+    BatchNorm, a replay 3.87-3.92 s against 5.20-5.36 (`benchmarks/gpu_replay.py`, session 10)."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
@@ -171,7 +175,8 @@ def train(
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     forward = model
-    if fused_for(device, fused, compiled, bf16, channels_last):
+    graphs = graphs_for(device, graphs)
+    if fused_for(device, fused, graphs, compiled, bf16, channels_last):
         if compiled:
             raise ValueError("choose one of fused and compiled")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -184,7 +189,6 @@ def train(
 
         inductor.fallback_random = True
         forward = torch.compile(model)
-    graphs = graphs_for(device, graphs)
     optimizer = make_optimizer(model, recipe, capturable=graphs)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
     history = History(seed=seed, device=str(device), eval_name=split.eval_name)

@@ -160,11 +160,11 @@ def test_fused_kernels_compile_for_an_h100(block, dropout):
         assert len(compiled.asm["cubin"]) > 1000
 
 
-def test_fused_is_the_default_on_cuda_only_and_never_with_options_it_does_not_serve():
+def test_fused_is_the_default_in_cuda_graphs_only_and_never_with_options_it_does_not_serve():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a decision: no GPU is touched
-    plain = {"compiled": False, "bf16": False, "channels_last": False}
+    plain = {"graphs": True, "compiled": False, "bf16": False, "channels_last": False}
     assert train.fused_for(cuda, None, **plain)
     assert not train.fused_for(cpu, None, **plain)
     for option in plain:
-        assert not train.fused_for(cuda, None, **{**plain, option: True})
+        assert not train.fused_for(cuda, None, **{**plain, option: not plain[option]})
     assert not train.fused_for(cuda, False, **plain)
