@@ -22,7 +22,9 @@ VARIANTS = {  # each run in a process of its own (--variant): cuDNN caches its c
     # measured in session 10 on an H100 (results/gpu/session10-*.log, 15 epochs, seconds), each in a
     # fresh process, before fused became the default: cuDNN's BatchNorm 5.20-5.23 (0.346-0.347 s an
     # epoch); fused 4.38 (0.255 s an epoch) with Triton's kernel cache warm, 10.34 on a machine's
-    # first run (6.76 s first epoch: compiling the four kernels, cached on disk afterwards)
+    # first run (6.76 s first epoch: compiling the four kernels, cached on disk afterwards); as the
+    # default (warm-up fused too) 3.87-3.92 (0.257 s an epoch), mode A 4.34; eager, 4 epochs: fused
+    # 7.05-7.80 (1.77-1.99 s an epoch), cuDNN's BatchNorm 5.94-6.05 (1.45-1.51), so fused needs graphs
     # measured in session 7 on an H100 (results/gpu/session7-*.log, 15 epochs, seconds), each
     # variant in a fresh process, before heuristics mode B became nas's default: default 5.64-5.71;
     # mode B 5.20-5.22 (0.346 s an epoch); channels_last 5.61, with mode B 5.79; BatchNorm on
