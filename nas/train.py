@@ -40,6 +40,7 @@ class History:
     seed: int
     device: str
     eval_name: str
+    loop: dict = field(default_factory=dict)  # how it trained: train()'s resolved options
     epochs: list[Epoch] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -47,6 +48,7 @@ class History:
             "seed": self.seed,
             "device": self.device,
             "eval_name": self.eval_name,
+            "loop": self.loop,
             "epochs": [asdict(e) for e in self.epochs],
         }
 
@@ -176,7 +178,8 @@ def train(
     model = model.to(memory_format=layout)
     forward = model
     graphs = graphs_for(device, graphs)
-    if fused_for(device, fused, graphs, compiled, bf16, channels_last):
+    fused = fused_for(device, fused, graphs, compiled, bf16, channels_last)
+    if fused:
         if compiled:
             raise ValueError("choose one of fused and compiled")
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -191,7 +194,10 @@ def train(
         forward = torch.compile(model)
     optimizer = make_optimizer(model, recipe, capturable=graphs)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
-    history = History(seed=seed, device=str(device), eval_name=split.eval_name)
+    epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
+    loop = {"cuda_graphs": graphs, "fused": fused, "channels_last": channels_last, "bf16": bf16, "compiled": compiled}
+    loop["epoch_rotation"] = epoch_rotation
+    history = History(seed=seed, device=str(device), eval_name=split.eval_name, loop=loop)
     n = len(split.train_y)
     start = 1
     if checkpoint is not None and Path(checkpoint).exists():
@@ -204,7 +210,6 @@ def train(
     correct = torch.zeros((), device=device, dtype=torch.long)
     # rotation angles: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
     angles = gen if device.type == "cpu" else None
-    epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
     rotated = torch.empty_like(split.train_x) if epoch_rotation and recipe.rotation > 0 else None
     images = split.train_x if rotated is None else rotated  # what the steps gather their batches from
 

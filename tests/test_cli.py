@@ -62,6 +62,9 @@ def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
     assert record["params"] == spec.param_count(spec.load(config)) == 9 * 8 + 16 + 9 * 8 * 10
     assert [r["seed"] for r in record["runs"]] == [0, 1]
     assert all(len(r["epochs"]) == 2 for r in record["runs"])
+    off = dict.fromkeys(["cuda_graphs", "fused", "bf16", "compiled", "epoch_rotation"], False)
+    one_thread = record["provenance"]["torch_threads"] == 1  # channels_last on one thread only
+    assert all(r["loop"] == off | {"channels_last": one_thread} for r in record["runs"])
     assert record["train_limit"] == 3000 and record["provenance"]["torch"]
     lines = (run_dir / "history.csv").read_text().splitlines()
     assert lines[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(lines) == 1 + 4
