@@ -195,8 +195,14 @@ def train(
     optimizer = make_optimizer(model, recipe, capturable=graphs)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
     epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
-    loop = {"cuda_graphs": graphs, "fused": fused, "channels_last": channels_last, "bf16": bf16, "compiled": compiled}
-    loop["epoch_rotation"] = epoch_rotation
+    loop = {
+        "cuda_graphs": graphs,
+        "fused": fused,
+        "channels_last": channels_last,
+        "bf16": bf16,
+        "compiled": compiled,
+        "epoch_rotation": epoch_rotation,
+    }
     history = History(seed=seed, device=str(device), eval_name=split.eval_name, loop=loop)
     n = len(split.train_y)
     start = 1
