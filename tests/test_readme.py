@@ -102,3 +102,19 @@ def test_readme_results_table_comes_from_the_stored_confirmations():
             assert cells[5].startswith("yes" if v["consistent"] else "no"), row.group(0)
             rows += 1
     assert rows == 4
+
+
+def test_results_page_gpu_100_trial_search_comes_from_its_study():
+    # docs/results.md's session-10 paragraph, counts and the pick's seeds, from the committed study
+    from nas import store
+
+    text = (REPO / "docs" / "results.md").read_text()
+    study = optuna.load_study(
+        study_name="default-b8000", storage=f"sqlite:///{REPO / 'results/gpu/session10-search-100.db'}"
+    )
+    c = store.counts(study)
+    summary = f"{c['trained']} trained trials ({c['proposed']} proposals, {c['infeasible']} infeasible; "
+    assert summary + f"{c['completed']} completed, {c['pruned']} pruned)" in " ".join(text.split())
+    pick = study.user_attrs["confirmation"]["verdicts"][0]
+    seeds = " ".join(f"{s['final']:.2f}" for s in pick["per_seed"])
+    assert f"gave {seeds}% on the test set ({pick['mean']:.2f} ± {pick['std']:.2f};" in " ".join(text.split())
