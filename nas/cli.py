@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -209,6 +210,11 @@ def resolve_device(name: str):
         raise UsageError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
+    if os.environ.get("NAS_FUSED", "1") not in ("0", "1"):
+        raise UsageError(
+            f"NAS_FUSED={os.environ['NAS_FUSED']!r}: use 1 (the fused Triton kernels on CUDA, the default) "
+            "or 0 (cuDNN's BatchNorm)"
+        )
     return device
 
 

@@ -93,10 +93,11 @@ def fused_for(
     """None = on CUDA where Triton is installed, in CUDA graphs (eager, Triton's launches cost more
     than they save: 1.77-1.99 s an epoch against 1.45-1.51 unfused on an H100, session 10's
     `benchmarks/gpu_replay.py`), unless an option the kernels do not serve is asked for:
-    torch.compile, bf16 autocast (they take float32) or channels_last (they read NCHW)."""
+    torch.compile, bf16 autocast (they take float32) or channels_last (they read NCHW), or the
+    environment says NAS_FUSED=0 (the way back to cuDNN's BatchNorm from any nas command)."""
     if fused is not None:
         return fused
-    plain = graphs and not (compiled or bf16 or channels_last)
+    plain = graphs and not (compiled or bf16 or channels_last) and os.environ.get("NAS_FUSED") != "0"
     return device.type == "cuda" and plain and importlib.util.find_spec("triton") is not None
 
 

@@ -14,7 +14,8 @@ SPACE = (space.resources.files("nas.spaces") / "default.toml").read_text()
 QUICK = ["--epochs", "1", "--train-limit", "500", "--val-limit", "200", "--device", "cpu"]
 
 # (argv, the message stderr must contain); {r} is a results folder holding the real study "one"
-# (budget 8000), {t} a scratch folder with bad files, {d} the MNIST folder
+# (budget 8000), {t} a scratch folder with bad files, {d} the MNIST folder; NAME=VALUE in front sets
+# an environment variable
 BAD = [
     (["search", "--budget", "0"], "--budget must be a positive number of parameters, got 0"),
     (["search", "--budget", "1000"], "--budget 1000 is at or below the smallest model of space 'default' (1,352"),
@@ -43,6 +44,7 @@ BAD = [
     (["replay", "{t}/bad.json"], "bad.json.recipe.dropout: must be < 1, got 1.5"),
     (["replay", "baseline-6", "--results-dir", "/proc/nas-results"], "cannot create results folder"),
     (["replay", "baseline-6", "--device", "tpu"], "unknown device 'tpu'"),
+    (["NAS_FUSED=yes", "replay", "baseline-6"], "NAS_FUSED='yes': use 1 (the fused Triton kernels on CUDA"),
     (["confirm", "--study", "nope"], "no study 'nope'"),
     (
         ["confirm", "--study", "one"],
@@ -91,8 +93,10 @@ def dump(results) -> str:
 
 
 @pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
-def test_bad_input(argv, message, confirmed, scratch, data_dir, capsys, recwarn):
+def test_bad_input(argv, message, confirmed, scratch, data_dir, capsys, recwarn, monkeypatch):
     argv = [a.replace("{t}", str(scratch)) for a in argv]
+    while "=" in argv[0]:
+        monkeypatch.setenv(*argv.pop(0).split("=", 1))
     if "--data-dir" not in argv and argv[0] in ("search", "replay", "confirm", "report", "train"):
         argv += ["--data-dir", str(data_dir)]
     if "--results-dir" not in argv:

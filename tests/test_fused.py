@@ -168,3 +168,10 @@ def test_fused_is_the_default_in_cuda_graphs_only_and_never_with_options_it_does
     for option in plain:
         assert not train.fused_for(cuda, None, **{**plain, option: not plain[option]})
     assert not train.fused_for(cuda, False, **plain)
+
+
+def test_nas_fused_0_turns_the_default_off(monkeypatch):
+    plain = {"graphs": True, "compiled": False, "bf16": False, "channels_last": False}
+    monkeypatch.setenv("NAS_FUSED", "0")
+    assert not train.fused_for(torch.device("cuda"), None, **plain)
+    assert train.fused_for(torch.device("cuda"), True, **plain)  # asked for in code: still fused
