@@ -160,18 +160,19 @@ def test_fused_kernels_compile_for_an_h100(block, dropout):
         assert len(compiled.asm["cubin"]) > 1000
 
 
+PLAIN = {"graphs": True, "compiled": False, "bf16": False, "channels_last": False}  # train()'s CUDA defaults
+CUDA = torch.device("cuda")  # fused_for only decides: no GPU is touched
+
+
 def test_fused_is_the_default_in_cuda_graphs_only_and_never_with_options_it_does_not_serve():
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a decision: no GPU is touched
-    plain = {"graphs": True, "compiled": False, "bf16": False, "channels_last": False}
-    assert train.fused_for(cuda, None, **plain)
-    assert not train.fused_for(cpu, None, **plain)
-    for option in plain:
-        assert not train.fused_for(cuda, None, **{**plain, option: not plain[option]})
-    assert not train.fused_for(cuda, False, **plain)
+    assert train.fused_for(CUDA, None, **PLAIN)
+    assert not train.fused_for(torch.device("cpu"), None, **PLAIN)
+    for option in PLAIN:
+        assert not train.fused_for(CUDA, None, **{**PLAIN, option: not PLAIN[option]})
+    assert not train.fused_for(CUDA, False, **PLAIN)
 
 
 def test_nas_fused_0_turns_the_default_off(monkeypatch):
-    plain = {"graphs": True, "compiled": False, "bf16": False, "channels_last": False}
     monkeypatch.setenv("NAS_FUSED", "0")
-    assert not train.fused_for(torch.device("cuda"), None, **plain)
-    assert train.fused_for(torch.device("cuda"), True, **plain)  # asked for in code: still fused
+    assert not train.fused_for(CUDA, None, **PLAIN)
+    assert train.fused_for(CUDA, True, **PLAIN)  # asked for in code: still fused
