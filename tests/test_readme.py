@@ -25,7 +25,7 @@ def test_readme_has_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_replay_numbers_come_from_the_committed_run():
     text = (REPO / "docs" / "results.md").read_text()
-    folder = re.search(r"\((?:\.\./)?(results/baselines/baseline-6/[0-9TZ]+)/?\)", text).group(1)
+    folder = re.search(r"\((?:\.\./)?(results/evidence/baselines/baseline-6/[0-9TZ]+)/?\)", text).group(1)
     record = json.loads((REPO / folder / "run.json").read_text())
     assert record["seeds"] == [0, 1] and record["epochs"] == 15 and record.get("train_limit") is None
     for run in record["runs"]:
@@ -48,7 +48,7 @@ def test_readme_single_seed_baseline_rows_come_from_the_committed_runs():
     )
     assert len(rows) == 4
     for name, params, train, best, final in rows:
-        (run,) = (REPO / "results" / "baselines" / name).glob("*/run.json")
+        (run,) = (REPO / "results" / "evidence" / "baselines" / name).glob("*/run.json")
         v = json.loads(run.read_text())["runs"][0]["verdict"]
         assert int(params.replace(",", "")) == spec.param_count(spec.load_baseline(name))
         assert (train, best, final) == (f"{v['best_train']:.2f}", f"{v['best']:.2f}", f"{v['final']:.2f}")
@@ -61,7 +61,7 @@ def test_readme_searches_start_new_studies_in_a_fresh_clone():
     text = (REPO / "README.md").read_text()
     main_job = readme_commands()[0].split("&& ")[-1]
     full = re.search(r"```bash\n(\.venv/bin/nas search --budget 8000 --trials 200.*)\n```", text).group(1)
-    committed = optuna.get_all_study_names(f"sqlite:///{REPO}/results/nas.db")
+    committed = optuna.get_all_study_names(f"sqlite:///{REPO}/results/evidence/nas.db")
     for command in (main_job, full):
         argv = shlex.split(command)
         assert argv[0] == ".venv/bin/nas", command
@@ -84,7 +84,7 @@ def test_readme_and_docs_links_lead_to_files_that_exist():
 def test_readme_results_table_comes_from_the_stored_confirmations():
     # each search row of the Results table, cell for cell, from the verdicts stored on its study
     text = (REPO / "README.md").read_text()
-    studies = {"cpu-b8000": ("results/nas.db", "cpu-b8000"), "GPU search": ("results/gpu/search.db", "default-b8000")}
+    studies = {"cpu-b8000": ("results/evidence/nas.db", "cpu-b8000"), "GPU search": ("results/evidence/gpu/search.db", "default-b8000")}
     rows = 0
     for label, (db, name) in studies.items():
         record = optuna.load_study(study_name=name, storage=f"sqlite:///{REPO / db}").user_attrs["confirmation"]
@@ -110,7 +110,7 @@ def test_results_page_gpu_100_trial_search_comes_from_its_study():
 
     text = " ".join((REPO / "docs" / "results.md").read_text().split())  # line breaks as spaces
     study = optuna.load_study(
-        study_name="default-b8000", storage=f"sqlite:///{REPO / 'results/gpu/session10-search-100.db'}"
+        study_name="default-b8000", storage=f"sqlite:///{REPO / 'results/evidence/gpu/session10-search-100.db'}"
     )
     c = store.counts(study)
     summary = f"{c['trained']} trained trials ({c['proposed']} proposals, {c['infeasible']} infeasible; "

@@ -42,15 +42,15 @@ def check_report(folder, study: optuna.Study, budget: int) -> None:
 
 def test_report_on_the_committed_real_study(tmp_path, data_dir):
     # a consistent copy of the committed storage (a search may be writing to it) and its artifacts
-    with sqlite3.connect(REPO / "results" / "nas.db") as src, sqlite3.connect(tmp_path / "nas.db") as dst:
+    with sqlite3.connect(REPO / "results" / "evidence" / "nas.db") as src, sqlite3.connect(tmp_path / "nas.db") as dst:
         src.backup(dst)
-    subprocess.run(["cp", "-r", REPO / "results" / "artifacts", REPO / "results" / "baselines", tmp_path], check=True)
+    subprocess.run(["cp", "-r", REPO / "results" / "evidence" / "artifacts", REPO / "results" / "evidence" / "baselines", tmp_path], check=True)
     r = run_nas("report", "--study", COMMITTED, "--results-dir", tmp_path, "--data-dir", data_dir)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name=COMMITTED, storage=f"sqlite:///{tmp_path}/nas.db")
     check_report(tmp_path / COMMITTED, study, 8000)
     for name in FIGURES:  # the committed figures are the ones the tool makes
-        assert (REPO / "results" / COMMITTED / name).exists()
+        assert (REPO / "results" / "evidence" / COMMITTED / name).exists()
 
 
 def test_report_attaches_figures_and_a_note_once(reported):
