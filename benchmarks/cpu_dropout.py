@@ -1,9 +1,9 @@
 """Training steps of baseline-6 on the CPU with four dropout implementations, interleaved:
 torch's nn.Dropout, a float mask (x * (rand >= p) / (1 - p)), a 16-bit mask from torch's
-generator (four int16 lanes per int64 draw: nas before session 4), and nas's 16-bit mask from
+generator (four int16 lanes per int64 draw), and nas's 16-bit mask from
 numpy's PCG64DXSM (nas.model.Dropout). Prints images/s per repeat and the mean.
 
-    NAS_DATA_DIR=../shared/data python benchmarks/cpu_dropout.py [--steps 60] [--repeats 3]
+    python benchmarks/cpu_dropout.py [--steps 60] [--repeats 3]
 """
 
 import argparse

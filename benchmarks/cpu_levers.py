@@ -1,6 +1,6 @@
 """The CPU levers behind nas's loop that `nas bench` does not show, each measured side by side:
 
-1. allocator: nas's loop and the seed pipeline (baseline-6, batch 128) in fresh processes, with
+1. allocator: nas's loop and the reference pipeline (baseline-6, batch 128) in fresh processes, with
    and without `train.keep_freed_memory()`, interleaved: images/s and page faults per step.
 2. BatchNorm layout: training BatchNorm (forward + backward, 128 x C x 26 x 26) in NCHW and
    channels_last at 1 and 2 threads, by channel count C.
@@ -8,7 +8,7 @@
    channels_last on 1 thread, with the compile time.
 4. small levers: in-place ReLU, fused SGD, foreach SGD against the default step.
 
-    NAS_DATA_DIR=../shared/data python benchmarks/cpu_levers.py [--steps 100] [--repeats 3] [--parts 1,2,3]
+    python benchmarks/cpu_levers.py [--steps 100] [--repeats 3] [--parts 1,2,3]
 """
 
 import argparse
@@ -32,11 +32,11 @@ if {allocator}:
 else:
     train.keep_freed_memory = lambda: None  # train.train would set it otherwise
 config = spec.load_baseline("baseline-6")
-if "{pipeline}" == "seed":
-    bench.seed_pipeline(config, str(data.data_dir()), 5, 2)  # warm-up
+if "{pipeline}" == "reference":
+    bench.reference_pipeline(config, str(data.data_dir()), 5, 2)  # warm-up
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-if "{pipeline}" == "seed":
-    rate = bench.seed_pipeline(config, str(data.data_dir()), {steps}, 2)
+if "{pipeline}" == "reference":
+    rate = bench.reference_pipeline(config, str(data.data_dir()), {steps}, 2)
 else:
     rate = bench.nas_loop(config, data.load_mnist(download=False), {steps})
 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
@@ -48,7 +48,7 @@ print(json.dumps({{"rate": rate, "faults": faults}}))
 
 def allocator(steps: int, repeats: int) -> None:
     print(f"1. allocator: {steps} steps of baseline-6, fresh process each, {repeats} repeats interleaved")
-    cases = [(p, a) for p in ("seed", "nas") for a in (False, True)]
+    cases = [(p, a) for p in ("reference", "nas") for a in (False, True)]
     got = {c: [] for c in cases}
     for _ in range(repeats):
         for c in cases:
@@ -56,7 +56,8 @@ def allocator(steps: int, repeats: int) -> None:
     for (p, a), runs in got.items():
         rates = [r["rate"] for r in runs]
         faults = statistics.mean(r["faults"] for r in runs) / steps
-        label = f"{'seed pipeline' if p == 'seed' else 'nas loop'}, {'keep_freed_memory' if a else 'glibc default'}"
+        kind = "nas loop" if p == "nas" else "reference pipeline"
+        label = f"{kind}, {'keep_freed_memory' if a else 'glibc default'}"
         print(f"   {label:42s} {statistics.mean(rates):7,.0f} ± {statistics.stdev(rates):4,.0f} img/s"
               f"   {faults:8,.0f} page faults per step (process-wide, incl. set-up)")  # fmt: skip
 

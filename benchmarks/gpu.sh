@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU figures of the README's Performance section, in one call on a lent GPU machine:
-#   run on the `device` tool: bash benchmarks/gpu.sh   (carry .whl and .gpu: see below)
+# The GPU figures of docs/performance.md, in one call on a GPU machine:
+#   bash benchmarks/gpu.sh   (from the repository root, with .whl and .gpu beside it: see below)
 # The machine has python3 + torch but neither optuna nor the internet: .whl holds the wheels
 # (optuna, alembic, colorlog, sqlalchemy, mako, optuna-dashboard, bottle, downloaded here with
 # pip download --platform manylinux... --python-version 3.12) and .gpu/MNIST/raw the four MNIST
@@ -21,7 +21,7 @@ step() { echo "=== $(date +%T) $*"; }
 want() { [[ " ${STEPS:-1 2 3 4 5} " == *" $1 "* ]]; }
 
 want 1 && step "1. full baseline-6 replay, each loop variant (benchmarks/gpu_replay.py)"
-for v in ${VARIANTS:-0 1}; do  # 2 and 3, the channels_last variants, were measured in session 7
+for v in ${VARIANTS:-0 1}; do  # 2 and 3, the channels_last variants: docs/performance.md
   want 1 && timeout 60 python3 benchmarks/gpu_replay.py baseline-6 --variant "$v" ${EPOCHS:+--epochs "$EPOCHS"}
 done
 want 1 && [[ ${MODE_A:-1} == 1 ]] && echo "cuDNN heuristics mode A (torch's default):" && TORCH_CUDNN_USE_HEURISTIC_MODE_B=0 \

@@ -9,7 +9,7 @@ side (runs interleaved, so the machine's noise hits both alike):
 The earlier revision is checked out with `git worktree` and imported ahead of this one
 (PYTHONPATH), in the same virtual environment.
 
-    NAS_DATA_DIR=../shared/data python benchmarks/process_start.py --base cc3461a [--repeats 3]
+    python benchmarks/process_start.py --base REV [--repeats 3]   # REV: any git revision
 """
 
 import argparse

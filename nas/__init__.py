@@ -4,15 +4,20 @@ import os
 
 __version__ = "0.1.0"
 
-# cuDNN picks convolution algorithms by its more careful heuristics (mode B): a baseline-6 replay
-# on an H100 takes 5.20-5.22 s instead of 5.64-5.71 (benchmarks/gpu_replay.py, session 7). Read
-# by torch when it first plans a convolution; a value set by the user wins.
+# cuDNN picks convolution algorithms by its more careful heuristics (mode B), which suit these tiny
+# convolutions better (docs/performance.md). Read by torch when it first plans a convolution; a
+# value set by the user wins.
 os.environ.setdefault("TORCH_CUDNN_USE_HEURISTIC_MODE_B", "1")
 
 
 class NasError(Exception):
     """Bad input, or a state the user can fix: `nas` prints the message as one line and exits 2.
     Defined here, without torch, so that the command line reports one fast."""
+
+
+class Interrupted(Exception):
+    """A long run stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume
+    (`nas` prints it and exits 130)."""
 
 
 def load_model(folder, seed=None):

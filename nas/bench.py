@@ -1,9 +1,10 @@
-"""`nas bench`: the seed's pipeline and nas's loop, side by side in one run, on this machine.
+"""`nas bench`: the reference pipeline and nas's loop, side by side in one run, on this machine.
 
-(a) the seed's pipeline written plainly: torchvision's MNIST dataset, per-image PIL
-    `RandomRotation` + `ToTensor` + `Normalize`, a `DataLoader` with worker processes, one model of
-    torch's own modules, in a fresh process (on the CPU also once more with nas's dropout and
-    allocator setting, to show what those two are worth on their own);
+(a) the reference pipeline written plainly, as the reference experiment's notebook has it:
+    torchvision's MNIST dataset, per-image PIL `RandomRotation` + `ToTensor` + `Normalize`, a
+    `DataLoader` with worker processes, one model of torch's own modules, in a fresh process (on
+    the CPU also once more with nas's dropout and allocator setting, to show what those two are
+    worth on their own);
 (b) nas's loop (`nas.train.train`): tensors in memory, index-slice batches, batched rotation;
 (c) nas's loop in `jobs` processes at once, one torch thread each: the machine as a whole.
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,16 +28,16 @@ from nas.model import Dropout, build
 from nas.workers import context, default_start_method
 
 
-def seed_pipeline(
+def reference_pipeline(
     config: spec.Config, root, steps: int, workers: int, seed: int = 0, device="cpu", nas_cpu: bool = False
 ) -> float:
-    """Training images/s of the usual pipeline (what the seed's notebook does): torch's own modules
+    """Training images/s of the usual pipeline (what the reference experiment's notebook does): torch's own modules
     (nn.Dropout) and the allocator as it comes. `nas_cpu`: with nas's two process-level CPU levers
     instead (nas.model.Dropout, train.keep_freed_memory), to show what they alone are worth."""
     from torchvision import datasets
 
     torch.manual_seed(seed)
-    dataset = datasets.MNIST(root, train=True, download=False, transform=seed_transform(config.recipe.rotation))
+    dataset = datasets.MNIST(root, train=True, download=False, transform=reference_transform(config.recipe.rotation))
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.recipe.batch_size, shuffle=True, num_workers=workers, persistent_workers=workers > 0
     )
@@ -63,12 +65,12 @@ def seed_pipeline(
 
 
 def plain_model(config: spec.Config) -> nn.Sequential:
-    """The config's network built from torch's modules only, as the seed's notebook has it."""
+    """The config's network built from torch's modules only, as the reference experiment's notebook has it."""
     return nn.Sequential(*[nn.Dropout(m.p) if isinstance(m, Dropout) else m for m in build(config)])
 
 
-def seed_transform(rotation: float):
-    """The seed's per-image transform: PIL RandomRotation (when the recipe rotates), ToTensor, Normalize."""
+def reference_transform(rotation: float):
+    """The reference's per-image transform: PIL RandomRotation (when the recipe rotates), ToTensor, Normalize."""
     from torchvision import transforms
 
     tf = [transforms.RandomRotation(rotation, fill=0)] if rotation > 0 else []
@@ -140,8 +142,8 @@ def _nas_job(config_dict: dict, data_dir: str, steps: int, device: str, options:
     return nas_loop(spec.from_dict(config_dict), mnist, steps, device, **options)
 
 
-def _seed_job(config_dict: dict, data_dir: str, steps: int, workers: int, seed: int, device: str, nas_cpu: bool):
-    return seed_pipeline(spec.from_dict(config_dict), data_dir, steps, workers, seed, device, nas_cpu)
+def _reference_job(config_dict: dict, data_dir: str, steps: int, workers: int, seed: int, device: str, nas_cpu: bool):
+    return reference_pipeline(spec.from_dict(config_dict), data_dir, steps, workers, seed, device, nas_cpu)
 
 
 def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu", **options) -> float:
@@ -173,7 +175,7 @@ def scaled(config: spec.Config, target: int) -> spec.Config:
 
 def machine(device) -> dict:
     """The machine the figures were measured on (the fields of a replay's provenance)."""
-    from nas.replay import provenance
+    from nas.files import provenance
 
     p = provenance(device)
     return {k: p[k] for k in ("cpu", "cores", "torch", "torch_threads", "device", "gpu", "git_commit")}
@@ -181,6 +183,42 @@ def machine(device) -> dict:
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    config: spec.Config
+    steps: int = 150  # optimizer steps per measurement
+    repeats: int = 3  # measurements of each pipeline, interleaved
+    jobs: int | None = None  # processes for the whole-machine figure (None: the usable CPUs)
+    workers: int | None = None  # DataLoader workers of the reference pipeline (None: the usable CPUs)
+    quick: bool = False  # 20 steps, 1 repeat, 3 sizes: a check, not a measurement
+    device: str = "auto"
+    data_dir: str | None = None
+    download: bool = True
+
+
+def measure(settings: Settings, say) -> tuple[list[dict], list[dict], dict]:
+    """What `nas bench` does: the side-by-side table, the scaling table, and the machine and
+    settings they were measured with. `say(line)` reports progress."""
+    from nas.workers import usable_cpus
+
+    device = train.resolve_device(settings.device)
+    root = str(data.data_dir(settings.data_dir))
+    data.load_mnist(root, download=settings.download)
+    cores = usable_cpus()
+    steps, repeats = (20, 1) if settings.quick else (settings.steps, settings.repeats)
+    sizes = (2000, 8000, 32000) if settings.quick else (2000, 4000, 8000, 16000, 32000)
+    jobs, workers = settings.jobs or cores, cores if settings.workers is None else settings.workers
+    info = machine(device)
+    c = settings.config
+    say(
+        f"bench: {c.name} ({spec.param_count(c):,} params), batch {c.recipe.batch_size}, {steps} steps "
+        f"x {repeats} repeats; {info['cpu']}, {info['cores']} cores, torch {info['torch']}, device {device}"
+    )
+    rows, scaling = run(c, root, device, steps, repeats, jobs, workers, sizes, say)
+    meta = {**info, "config": c.name, "steps": steps, "repeats": repeats, "jobs": jobs, "workers": workers}
+    return rows, scaling, meta
 
 
 def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jobs: int, workers: int, sizes, say):
@@ -203,23 +241,24 @@ def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jo
         whole = f"{loop}, {jobs} processes x 1 thread"
         variants["jobs"] = (f"{whole}, channels_last (whole machine)", {"channels_last": True}, jobs)
         variants["jobs_nchw"] = (f"{whole}, NCHW", {"channels_last": False}, jobs)
-    seeds = {"seed": (f"seed pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process", False)}
+    label = f"reference pipeline: DataLoader + PIL RandomRotation, {workers} workers, 1 process"
+    pipelines = {"reference": (label, False)}
     if not gpu:  # key -> (label, nas_cpu)
-        seeds["seed_nas"] = ("seed pipeline + nas's CPU dropout and allocator setting", True)
-    names = {k: label for k, (label, _) in seeds.items()}
+        pipelines["reference_nas"] = ("reference pipeline + nas's CPU dropout and allocator setting", True)
+    names = {k: label for k, (label, _) in pipelines.items()}
     names |= {k: label for k, (label, _, procs) in variants.items() if procs == 1 or jobs > 1}
     rates: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        for key, (_, nas_cpu) in seeds.items():  # a fresh process: this one's allocator setting stays out
+        for key, (_, nas_cpu) in pipelines.items():  # a fresh process: this one's allocator setting stays out
             args = (config.to_dict(), data_dir, steps, workers, r, str(device), nas_cpu)
-            rates[key] += in_processes(1, _seed_job, *args)
+            rates[key] += in_processes(1, _reference_job, *args)
         for key, (_, options, procs) in variants.items():
             if procs == 1:
                 rates[key].append(nas_loop(config, mnist, steps, device, seed=r, **options))
             elif jobs > 1:
                 rates[key].append(parallel(config, data_dir, steps, jobs, device, **options))
         say(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:,.0f} img/s" for k, v in rates.items() if v))
-    base = statistics.mean(rates["seed"])
+    base = statistics.mean(rates["reference"])
     rows = []
     for key, values in rates.items():
         if values:
@@ -251,51 +290,16 @@ def run(config: spec.Config, data_dir: str, device, steps: int, repeats: int, jo
     return rows, scaling
 
 
-def seed_trainer(data_dir: str, train_limit: int | None, val_limit: int | None, workers: int, val_size: int = 10_000):
-    """fit(config, seed, on_epoch) with the seed's pipeline on the search's validation split (the
-    same images as `data.make_split(..., "val")`): the naive setting `nas search --pipeline seed`
-    measures trials per hour against."""
-    from torchvision import datasets
+def write(rows: list[dict], scaling: list[dict], meta: dict, folder: Path) -> list[Path]:
+    """Both tables as CSV, each row with the machine and settings beside it, named by UTC time."""
+    from datetime import UTC, datetime
 
-    perm = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))
-    train_idx, val_idx = perm[val_size:][:train_limit].tolist(), perm[:val_size][:val_limit].tolist()
+    import pandas as pd
 
-    def loader(config: spec.Config, indices, rotation: float, shuffle: bool, batch_size: int):
-        dataset = datasets.MNIST(data_dir, train=True, download=False, transform=seed_transform(rotation))
-        subset = torch.utils.data.Subset(dataset, indices)
-        return torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=shuffle, num_workers=workers)
+    from nas.files import write_csv
 
-    def fit(config: spec.Config, seed: int, on_epoch) -> None:
-        torch.manual_seed(seed)
-        r = config.recipe
-        model = plain_model(config)
-        optimizer = train.make_optimizer(model, r)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, r.step_size or 10**9, r.gamma)
-        train_loader = loader(config, train_idx, r.rotation, True, r.batch_size)
-        val_loader = loader(config, val_idx, 0.0, False, 1000)
-        for epoch in range(1, r.epochs + 1):
-            t0, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
-            model.train()
-            loss_sum = correct = n = 0
-            for x, y in train_loader:
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(y)  # the usual per-step host sync
-                correct += (logits.argmax(1) == y).sum().item()
-                n += len(y)
-            model.eval()
-            eval_loss = eval_correct = m = 0
-            with torch.no_grad():
-                for x, y in val_loader:
-                    logits = model(x)
-                    eval_loss += F.cross_entropy(logits, y, reduction="sum").item()
-                    eval_correct += (logits.argmax(1) == y).sum().item()
-                    m += len(y)
-            on_epoch(train.Epoch(epoch, lr, loss_sum / n, 100 * correct / n, eval_loss / m, 100 * eval_correct / m,
-                                 time.perf_counter() - t0))  # fmt: skip
-            scheduler.step()
-
-    return fit
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return [
+        write_csv(pd.DataFrame([{**r, **meta} for r in rows]), folder / f"{stamp}-throughput.csv"),
+        write_csv(pd.DataFrame([{**r, **meta} for r in scaling]), folder / f"{stamp}-scaling.csv"),
+    ]

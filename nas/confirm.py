@@ -4,21 +4,30 @@ on all 60,000 training images with N seeds each and evaluated on the test set ev
 The units (configuration, seed) are the trials of a second study, "<study>-confirm", in the same
 storage: they are queued once, each worker pops one at a time (the RDB storage hands a queued
 trial to exactly one worker), a crashed unit is failed by the heartbeat and re-queued, and
-re-running the command resumes. The verdicts are stored on the search study.
+re-running the command resumes. The verdicts (nas.verdict) are stored on the search study and
+written as CSV.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from nas import data, search, spec, store, train
+import nas
+from nas import NasError, data, spec, store, train, verdict
+from nas.files import write_csv
+
+
+class ConfirmError(NasError, ValueError):
+    """Nothing to confirm, settings that differ from the confirmation's, or stored weights that
+    cannot be read; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -30,18 +39,106 @@ class Settings:
     jobs: int = 1
     device: str = "auto"
     data_dir: str | None = None
-    last_k: int = 3  # "consistent": every seed >= threshold in each of the last K epochs
-    threshold: float = 99.40
-    epochs: int | None = None  # override (smoke runs)
-    train_limit: int | None = None  # smoke runs
-    artifacts: str = "results/artifacts"  # where each run's final weights are stored (Optuna artifacts)
+    download: bool = True
+    last_k: int = verdict.LAST_K
+    threshold: float = verdict.THRESHOLD
+    epochs: int | None = None  # override (quick runs)
+    train_limit: int | None = None  # quick runs
+    results_dir: str = "results"  # confirmation.csv under <study>/, each run's weights under artifacts/
 
     @property
     def confirm_name(self) -> str:
         return store.confirmation_name(self.study)
 
+    @property
+    def artifacts(self) -> str:
+        return str(Path(self.results_dir) / "artifacts")
 
-def top_configs(study: optuna.Study, k: int) -> list[tuple[int, spec.Config]]:
+
+@dataclass(frozen=True)
+class ConfirmPlanned:
+    study: str  # the confirmation study
+    units: int  # (configuration, seed) runs in all
+    done: int  # already done before this run
+    top: int
+    seeds: int
+    train_images: int
+
+
+@dataclass(frozen=True)
+class UnitDone:
+    done: int
+    units: int
+    trial: int  # the search trial whose configuration ran
+    seed: int
+    final: float  # final test accuracy, percent
+    elapsed: float  # seconds since this run started
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdicts: list[verdict.Verdict]
+    path: Path  # confirmation.csv
+    seconds: float
+    settings: Settings
+
+
+def run(settings: Settings, on_progress: Callable[[object], None] | None = None) -> Outcome:
+    """Queue the units not yet done, train them in `s.jobs` worker processes, judge, store and
+    write the verdicts: what `nas confirm` does. Ctrl-C keeps the finished units, writes their
+    verdicts and raises nas.Interrupted."""
+    from nas import workers
+
+    say = on_progress or (lambda event: None)
+    train.resolve_device(settings.device)
+    data.load_mnist(settings.data_dir, download=settings.download)
+    study, conf = open_confirm_study(settings)
+    store.fail_dead_local_trials(conf)  # units left running by a killed run: failed and re-queued now
+    units = set(queue_units(settings, study, conf))
+
+    def finished() -> list[optuna.trial.FrozenTrial]:  # this confirmation's units done so far
+        done = conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [t for t in done if (t.params["source_trial"], t.params["seed"]) in units]
+
+    seen = {t.number for t in finished()}
+    say(
+        ConfirmPlanned(
+            settings.confirm_name, len(units), len(seen), settings.top, settings.seeds, settings.train_limit or 60_000
+        )
+    )
+    procs = workers.start_workers(worker, settings, settings.jobs)
+    t0 = time.time()
+
+    def poll() -> None:
+        for t in sorted((t for t in finished() if t.number not in seen), key=lambda t: t.datetime_complete):
+            seen.add(t.number)
+            p = t.params
+            say(UnitDone(len(seen), len(units), p["source_trial"], p["seed"], t.value, time.time() - t0))
+
+    try:
+        workers.supervise(procs, poll)
+    except KeyboardInterrupt:
+        write_verdicts(settings, study, conf)  # the runs finished so far
+        raise nas.Interrupted(
+            f"interrupted: {len(finished())} of {len(units)} confirmation runs are done and kept; "
+            "run the same command to resume"
+        ) from None
+    verdicts, path = write_verdicts(settings, study, conf)
+    return Outcome(verdicts, path, time.time() - t0, settings)
+
+
+def write_verdicts(settings: Settings, study: optuna.Study, conf: optuna.Study) -> tuple[list[verdict.Verdict], Path]:
+    """Verdicts of the runs finished so far: stored on the study and written as CSV."""
+    from nas import report
+
+    judged = verdicts(settings, study, conf)
+    path = write_csv(
+        report.confirmation_frame(judged), Path(settings.results_dir) / settings.study / "confirmation.csv"
+    )
+    return judged, path
+
+
+def top_configs(study: optuna.Study, top: int) -> list[tuple[int, spec.Config]]:
     """The K best completed trials by validation value whose configurations differ (name aside)."""
     done = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))), key=lambda t: -t.value)
     seen, picked = set(), []
@@ -51,15 +148,15 @@ def top_configs(study: optuna.Study, k: int) -> list[tuple[int, spec.Config]]:
         if key not in seen:
             seen.add(key)
             picked.append((t.number, config))
-        if len(picked) == k:
+        if len(picked) == top:
             break
     return picked
 
 
-def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
-    study = store.load_study(s.storage, s.study)
+def open_confirm_study(settings: Settings) -> tuple[optuna.Study, optuna.Study]:
+    study = store.load_study(settings.storage, settings.study)
     confirm = optuna.create_study(
-        study_name=s.confirm_name,
+        study_name=settings.confirm_name,
         storage=study._storage,
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(),
@@ -68,35 +165,35 @@ def open_confirm_study(s: Settings) -> tuple[optuna.Study, optuna.Study]:
     return study, confirm
 
 
-def queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
+def queue_units(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
     """Queue every (source trial, seed) unit not yet done, running or queued; returns all units."""
-    with store.study_lock(confirm, s.storage, s.artifacts):  # other workers may queue at the same time
-        return _queue_units(s, study, confirm)
+    with store.study_lock(confirm, settings.storage, settings.artifacts):  # other workers may queue at the same time
+        return _queue_units(settings, study, confirm)
 
 
-def _queue_units(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
-    picked = top_configs(study, s.top)
+def _queue_units(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
+    picked = top_configs(study, settings.top)
     if not picked:
-        raise search.SearchError(f"study {s.study!r} has no completed trial to confirm yet")
-    check_identity(s, study, confirm)
+        raise ConfirmError(f"study {settings.study!r} has no completed trial to confirm yet")
+    check_identity(settings, study, confirm)
     live = {
         (t.user_attrs.get("source_trial"), t.user_attrs.get("seed"))
         for t in confirm.get_trials(deepcopy=False)
         if t.state != TrialState.FAIL
     }
-    units = [(n, seed) for n, _ in picked for seed in range(s.seeds)]
+    units = [(n, seed) for n, _ in picked for seed in range(settings.seeds)]
     for n, seed in units:
         if (n, seed) not in live:
             confirm.enqueue_trial({"source_trial": n, "seed": seed}, user_attrs={"source_trial": n, "seed": seed})
     return units
 
 
-def check_identity(s: Settings, study: optuna.Study, confirm: optuna.Study) -> None:
+def check_identity(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> None:
     """Every unit of a confirmation trains with the same epochs and training images: the first run
     records them on the confirmation study, a later one with others is refused (its runs would be
     mixed into the same verdicts). A confirmation made before nas recorded them was made with its
     search's quick-run settings (`nas search` confirms with its own)."""
-    want = {"epochs": s.epochs, "train_limit": s.train_limit}
+    want = {"epochs": settings.epochs, "train_limit": settings.train_limit}
     have = confirm.user_attrs.get("identity")
     if have is None and confirm.get_trials(deepcopy=False):
         made = study.user_attrs.get("settings", {})
@@ -107,25 +204,25 @@ def check_identity(s: Settings, study: optuna.Study, confirm: optuna.Study) -> N
             given = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in d.items() if v)
             return given or "neither --epochs nor --train-limit"
 
-        raise search.SearchError(
-            f"confirmation study {s.confirm_name!r} was trained with {options(have)}, this command gives "
+        raise ConfirmError(
+            f"confirmation study {settings.confirm_name!r} was trained with {options(have)}, this command gives "
             f"{options(want)}: give the same to add seeds or configurations to it"
         )
     if "identity" not in confirm.user_attrs:
         confirm.set_user_attr("identity", want)
 
 
-def worker(s: Settings, threads: int | None = None) -> None:
+def worker(settings: Settings, threads: int | None = None) -> None:
     """Pop queued units until none is left; train each on the full training set, test every epoch."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study, confirm = open_confirm_study(s)
-    device = train.pick_device(s.device)
+    study, confirm = open_confirm_study(settings)
+    device = train.pick_device(settings.device)
     split = data.make_split(
-        data.load_mnist(s.data_dir, download=False), "test", train_limit=s.train_limit, device=device
+        data.load_mnist(settings.data_dir, download=False), "test", train_limit=settings.train_limit, device=device
     )
     sources = {t.number: t for t in study.get_trials(deepcopy=False)}
 
@@ -137,8 +234,8 @@ def worker(s: Settings, threads: int | None = None) -> None:
         n = trial.suggest_int("source_trial", 0, 10**9)
         seed = trial.suggest_int("seed", 0, 10**6)
         config = spec.from_dict(sources[n].user_attrs["config"])
-        if s.epochs:
-            config = replace(config, recipe=replace(config.recipe, epochs=s.epochs))
+        if settings.epochs:
+            config = replace(config, recipe=replace(config.recipe, epochs=settings.epochs))
         trial.set_user_attr("params", spec.param_count(config))
         history: list[dict] = []
 
@@ -147,9 +244,9 @@ def worker(s: Settings, threads: int | None = None) -> None:
             trial.set_user_attr("history", history)
 
         # a checkpoint per epoch: a unit whose worker died resumes where it stopped (on this machine)
-        ckpt = Path(s.artifacts) / "checkpoints" / f"{s.confirm_name}-trial{n}-seed{seed}.pt"
+        ckpt = Path(settings.artifacts) / "checkpoints" / f"{settings.confirm_name}-trial{n}-seed{seed}.pt"
         model, _ = train.train(config, split, seed, device, on_epoch=on_epoch, checkpoint=ckpt)
-        save_weights(trial, model, s.artifacts)
+        save_weights(trial, model, settings.artifacts)
         ckpt.unlink(missing_ok=True)
         return history[-1]["eval_acc"]
 
@@ -186,7 +283,7 @@ def load_weights(trial: optuna.trial.FrozenTrial, folder: str) -> dict:
 
     artifact_id = trial.user_attrs.get("weights")
     if artifact_id is None:
-        raise search.SearchError(f"confirmation run {trial.number} has no stored weights (confirmed by an older nas?)")
+        raise ConfirmError(f"confirmation run {trial.number} has no stored weights (confirmed by an older nas?)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "weights.pt"
         try:
@@ -194,49 +291,40 @@ def load_weights(trial: optuna.trial.FrozenTrial, folder: str) -> dict:
                 artifact_store=artifact_store(folder), file_path=str(path), artifact_id=artifact_id
             )
         except Exception as e:
-            raise search.SearchError(
+            raise ConfirmError(
                 f"cannot read the weights of confirmation run {trial.number} from {folder}: {e}"
             ) from None
         return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def verdicts(s: Settings, study: optuna.Study, confirm: optuna.Study) -> list[dict]:
+def verdicts(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> list[verdict.Verdict]:
     """One verdict per confirmed configuration, in validation order; stored on the search study."""
     units: dict[int, list] = {}
     for t in confirm.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         units.setdefault(t.user_attrs["source_trial"], []).append(t)
     out = []
-    for n, config in top_configs(study, s.top):
+    for n, config in top_configs(study, settings.top):
         runs = sorted(units.get(n, []), key=lambda t: t.user_attrs["seed"])
-        per_seed = []
-        for t in runs:
-            acc = [h["eval_acc"] for h in t.user_attrs["history"]]
-            tail = acc[-s.last_k :]
-            per_seed.append(
-                {
-                    "seed": t.user_attrs["seed"],
-                    "final": acc[-1],
-                    "best": max(acc),
-                    "min_last_k": min(tail),
-                    "consistent": min(tail) >= s.threshold,
-                }
+        per_seed = [
+            verdict.SeedVerdict.judge(
+                t.user_attrs["seed"],
+                [h["eval_acc"] for h in t.user_attrs["history"]],
+                settings.threshold,
+                settings.last_k,
             )
-        finals = [r["final"] for r in per_seed]
-        out.append(
-            {
-                "trial": n,
-                "params": spec.param_count(config),
-                "macs": spec.macs(config),
-                "val": study.trials[n].value,
-                "seeds_done": len(per_seed),
-                "seeds_wanted": s.seeds,
-                "per_seed": per_seed,
-                "mean": statistics.mean(finals) if finals else None,
-                "std": statistics.stdev(finals) if len(finals) > 1 else 0.0 if finals else None,
-                "consistent": len(per_seed) == s.seeds and all(r["consistent"] for r in per_seed),
-            }
-        )
-    record = {"top": s.top, "seeds": s.seeds, "last_k": s.last_k, "threshold": s.threshold, "verdicts": out}
-    with store.study_lock(study, s.storage, s.artifacts):  # other workers may write theirs at the same moment
+            for t in runs
+        ]
+        val = study.trials[n].value
+        out.append(verdict.Verdict(n, spec.param_count(config), spec.macs(config), val, settings.seeds, per_seed))
+    record = {
+        "top": settings.top,
+        "seeds": settings.seeds,
+        "last_k": settings.last_k,
+        "threshold": settings.threshold,
+        "verdicts": [v.to_dict() for v in out],
+    }
+    with store.study_lock(
+        study, settings.storage, settings.artifacts
+    ):  # other workers may write theirs at the same moment
         study.set_user_attr("confirmation", record)
     return out

@@ -60,8 +60,9 @@ def recipe_line(recipe: spec.Recipe) -> str:
 
 
 def baselines_table(configs: list[spec.Config]) -> Table:
-    t = Table(title="baselines (reconstructions of the seed's six iterations)", title_justify="left")
-    for col in ("name", "params", "seed params", "MACs", "RF", "dropout", "rotation", "schedule", "seed test %"):
+    t = Table(title="baselines (reconstructions of the reference's six iterations)", title_justify="left")
+    columns = ("params", "reference params", "MACs", "RF", "dropout", "rotation", "schedule", "reference test %")
+    for col in ("name", *columns):
         t.add_column(col, justify="left" if col == "name" else "right")
     for c in configs:
         rep, r = c.reported, c.recipe
@@ -88,10 +89,10 @@ def epoch_header(eval_name: str) -> str:
     return EPOCH_HEADER.replace("{e}", eval_name)
 
 
-def epoch_row(seed: int, e) -> str:
+def epoch_row(seed: int, epoch) -> str:
     return (
-        f"{seed:>5} {e.epoch:>5} {e.lr:>8.5f} {e.train_loss:>10.4f} {e.train_acc:>8.2f} "
-        f"{e.eval_loss:>10.4f} {e.eval_acc:>8.2f} {e.seconds:>6.1f}"
+        f"{seed:>5} {epoch.epoch:>5} {epoch.lr:>8.5f} {epoch.train_loss:>10.4f} {epoch.train_acc:>8.2f} "
+        f"{epoch.eval_loss:>10.4f} {epoch.eval_acc:>8.2f} {epoch.seconds:>6.1f}"
     )
 
 
@@ -119,8 +120,8 @@ def _pm(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def verdict_table(config: spec.Config, verdicts: list[dict], last_k: int, threshold: float) -> Table:
-    """Per-seed rows, mean ± std, and the seed's own reported numbers beside them."""
+def verdict_table(config: spec.Config, verdicts: list, last_k: int, threshold: float) -> Table:
+    """Per-seed rows (nas.verdict.SeedVerdict), mean ± std, and the reference's reported numbers beside them."""
     rule = f"consistent = test % >= {threshold:.2f} in each of the last {last_k} epochs"
     t = Table(title=f"{config.name}: verdict ({rule})", title_justify="left")
     keys = ("best_train", "best", "final", "min_last_k")
@@ -128,15 +129,17 @@ def verdict_table(config: spec.Config, verdicts: list[dict], last_k: int, thresh
         t.add_column(col, justify="left" if col == "run" else "right")
     params = f"{spec.param_count(config):,}"
     for v in verdicts:
-        t.add_row(f"nas seed {v['seed']}", params, *(f"{v[k]:.2f}" for k in keys), "yes" if v["consistent"] else "no")
+        cells = (f"{getattr(v, k):.2f}" for k in keys)
+        t.add_row(f"nas seed {v.seed}", params, *cells, "yes" if v.consistent else "no")
     if len(verdicts) > 1:
-        n_ok = sum(v["consistent"] for v in verdicts)
-        t.add_row("mean ± std", params, *(_pm([v[k] for v in verdicts]) for k in keys), f"{n_ok}/{len(verdicts)}")
+        n_ok = sum(v.consistent for v in verdicts)
+        means = (_pm([getattr(v, k) for v in verdicts]) for k in keys)
+        t.add_row("mean ± std", params, *means, f"{n_ok}/{len(verdicts)}")
     rep = config.reported
     if rep is not None:
         t.add_section()
         t.add_row(
-            "seed (reported)",
+            "reference (reported)",
             f"{rep.params:,}" if rep.params else "-",
             f"{rep.train_acc:.2f}" if rep.train_acc else "-",
             f"{rep.test_acc:.2f}" if rep.test_acc else "-",
@@ -147,8 +150,9 @@ def verdict_table(config: spec.Config, verdicts: list[dict], last_k: int, thresh
     return t
 
 
-def search_status(c: dict, best, total: int, elapsed: float, eta: float | None) -> Table:
-    """The live search panel: counts, the best trial so far, time."""
+def search_status(status) -> Table:
+    """The live search panel (a nas.search.SearchStatus): counts, the best trial so far, time."""
+    c, best, total, elapsed, eta = status.counts, status.best, status.total, status.elapsed, status.eta
     t = Table.grid(padding=(0, 2))
     share = f"{100 * c['infeasible'] / c['proposed']:.0f}%" if c["proposed"] else "-"
     t.add_row(
@@ -199,8 +203,9 @@ def leaderboard_table(frame, top: int = 10) -> Table:
     return t
 
 
-def summary_line(x: dict) -> str:
+def summary_line(summary: dict) -> str:
     """One sentence: what the search proposed, trained and saved by pruning."""
+    x = summary
     saved = 1 - x["epochs_trained"] / x["epochs_without_pruning"] if x["epochs_without_pruning"] else 0.0
     return (
         f"{x['proposed']} proposals, {x['infeasible']} infeasible ({100 * x['infeasible_share']:.0f}%, never "
@@ -216,8 +221,8 @@ class _LogLines:
     def __init__(self):
         self.last = None
 
-    def update(self, status: tuple) -> None:
-        c, best, total, elapsed, eta = status
+    def update(self, status) -> None:
+        c, best, total, elapsed, eta = status.counts, status.best, status.total, status.elapsed, status.eta
         key = (c["trained"], c["infeasible"], c["running"], c["failed"])
         if key != self.last:
             self.last = key
@@ -239,13 +244,13 @@ class _LiveStatus:
     def __init__(self, live):
         self.live = live
 
-    def update(self, status: tuple) -> None:
-        self.live.update(search_status(*status))
+    def update(self, status) -> None:
+        self.live.update(search_status(status))
 
 
 @contextmanager
 def live():
-    """Yields an object whose update((counts, best, total, elapsed, eta)) shows the search."""
+    """Yields an object whose update(nas.search.SearchStatus) shows the search."""
     if not console.is_terminal:
         yield _LogLines()
         return
@@ -255,12 +260,7 @@ def live():
         yield _LiveStatus(lv)
 
 
-def verdict_mean(v: dict) -> str:
-    """A confirmed configuration's mean ± std of final test accuracy over its seeds ("-" if none)."""
-    return f"{v['mean']:.2f} ± {v['std']:.2f}" if v["mean"] is not None else "-"
-
-
-def confirm_table(verdicts: list[dict], last_k: int, threshold: float) -> Table:
+def confirm_table(verdicts: list, last_k: int, threshold: float) -> Table:
     """Every confirmed configuration: per-seed final and min-of-last-K test accuracy, mean ± std, verdict."""
     rule = f"consistent = every seed >= {threshold:.2f} in each of the last {last_k} epochs"
     t = Table(title=f"confirmation on the test set ({rule})", title_justify="left")
@@ -276,19 +276,65 @@ def confirm_table(verdicts: list[dict], last_k: int, threshold: float) -> Table:
         "consistent",
     ):
         t.add_column(col, justify="right")
-    for v in verdicts:
-        finals = " ".join(f"{r['final']:.2f}" for r in v["per_seed"])
-        mins = " ".join(f"{r['min_last_k']:.2f}" for r in v["per_seed"])
-        mean = verdict_mean(v)
+    for v in verdicts:  # nas.verdict.Verdict
         t.add_row(
-            str(v["trial"]),
-            f"{v['params']:,}",
-            f"{v['macs']:,}",
-            f"{v['val']:.2f}",
-            f"{v['seeds_done']}/{v['seeds_wanted']}",
-            finals,
-            mins,
-            mean,
-            "yes" if v["consistent"] else "no",
+            str(v.trial),
+            f"{v.params:,}",
+            f"{v.macs:,}",
+            f"{v.val:.2f}",
+            f"{v.seeds_done}/{v.seeds_wanted}",
+            " ".join(f"{r.final:.2f}" for r in v.per_seed),
+            " ".join(f"{r.min_last_k:.2f}" for r in v.per_seed),
+            v.mean_std(),
+            "yes" if v.consistent else "no",
+        )
+    return t
+
+
+def bench_tables(rows: list[dict], scaling: list[dict]) -> list[Table]:
+    """`nas bench`'s two tables: throughput side by side, and epoch time against model size."""
+    t = Table(title="training throughput, same model and batch size", title_justify="left")
+    for col in ("pipeline", "images/s", "vs reference pipeline"):
+        t.add_column(col, justify="left" if col == "pipeline" else "right")
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        t.add_row(r["pipeline"], f"{r['img_per_s']:,.0f} ± {r['std']:,.0f}", ratio)
+    s = Table(title="epoch time against model size (nas loop, 60,000 images)", title_justify="left")
+    for col in ("params", "MACs/image", "images/s", "s per epoch"):
+        s.add_column(col, justify="right")
+    for r in scaling:
+        s.add_row(f"{r['params']:,}", f"{r['macs']:,}", f"{r['img_per_s']:,.0f}", f"{r['epoch_s']:.1f}")
+    return [t, s]
+
+
+def space_table(sp, smallest: int) -> Table:
+    """A search space's dimensions (`nas spaces`)."""
+    title = f"{sp.name}: {sp.description} (epochs {sp.epochs}; smallest model {smallest:,} params)"
+    t = Table(title=title, title_justify="left")
+    t.add_column("dimension")
+    t.add_column("values")
+    for dim in sp.dims:
+        t.add_row(dim, sp.describe(dim))
+    return t
+
+
+def studies_table(url: str, rows: list) -> Table:
+    """`nas studies`: one row per search study (nas.store.StudyRow)."""
+    t = Table(title=f"studies in {url}", title_justify="left")
+    columns = ("study", "budget", "space", "trials", "trained", "best val %", "best params", "confirmed: pick's test %")
+    for col in columns:
+        t.add_column(col, justify="left" if col in ("study", "space") else "right")
+    for r in rows:
+        pick = r.pick  # the confirmed configuration best on validation, as report and export take it
+        confirmed = f"trial {pick.trial}: {pick.mean_std()}, {pick.seeds_done} seeds" if pick else "-"
+        t.add_row(
+            r.name,
+            str(r.budget if r.budget is not None else "-"),
+            r.space or "-",
+            str(r.trials),
+            str(r.trained),
+            f"{r.best_value:.2f}" if r.best_value is not None else "-",
+            f"{r.best_params:,}" if r.best_params is not None else "-",
+            confirmed,
         )
     return t

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -113,42 +113,57 @@ def load_model(folder: str | Path, seed: int | None = None) -> torch.nn.Module:
     return model.eval()
 
 
-def from_study(storage: str, study_name: str, rank: int, seed: int | None, out: Path, artifacts: str) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    study: str  # a confirmed search study
+    out: str  # the folder to write
+    rank: int = 1  # which confirmed configuration, in validation order
+    seed: int | None = None  # whose weights; None: the seed with the median test accuracy
+    storage: str | None = None  # None: the results folder's SQLite file
+    results_dir: str = "results"  # holds artifacts/ (the stored weights)
+
+
+def run(settings: Settings) -> dict:
     """Export the `rank`-th confirmed configuration (validation order, as confirmed) with the weights
     of one of its confirmation runs; returns what export.json says."""
     import optuna
     from optuna.trial import TrialState
 
-    from nas import confirm, store
+    from nas import confirm, store, verdict
 
-    cs = confirm.Settings(study=study_name, storage=storage, artifacts=artifacts)
-    if cs.confirm_name not in optuna.get_all_study_names(store.open_storage(storage)):
-        raise ExportError(f"study {study_name!r} has no confirmation yet: run `nas confirm --study {study_name}`")
+    url = settings.storage or store.default_storage(settings.results_dir)
+    store.load_study(url, settings.study)  # a clear error for an unknown study or storage
+    cs = confirm.Settings(study=settings.study, storage=url, results_dir=settings.results_dir)
+    if cs.confirm_name not in optuna.get_all_study_names(store.open_storage(url)):
+        raise ExportError(
+            f"study {settings.study!r} has no confirmation yet: run `nas confirm --study {settings.study}`"
+        )
     study, conf = confirm.open_confirm_study(cs)
-    verdicts = study.user_attrs.get("confirmation", {}).get("verdicts", [])
-    confirmed = [v for v in verdicts if v["seeds_done"]]
-    if not 1 <= rank <= len(confirmed):
-        raise ExportError(f"--rank must be between 1 and {len(confirmed)} (the confirmed configurations), got {rank}")
-    v = confirmed[rank - 1]
+    confirmed = [v for v in verdict.stored(study) if v.seeds_done]
+    if not 1 <= settings.rank <= len(confirmed):
+        raise ExportError(
+            f"--rank must be between 1 and {len(confirmed)} (the confirmed configurations), got {settings.rank}"
+        )
+    v = confirmed[settings.rank - 1]
     runs = {
         t.user_attrs["seed"]: t
         for t in conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs["source_trial"] == v["trial"]
+        if t.user_attrs["source_trial"] == v.trial
     }
-    t = runs[pick_seed({s: r.value for s, r in runs.items()}, seed)]
-    source = study.trials[v["trial"]]
+    t = runs[pick_seed({seed: r.value for seed, r in runs.items()}, settings.seed)]
+    source = study.trials[v.trial]
     config = spec.from_dict(source.user_attrs["config"])
     history = t.user_attrs["history"]
     config = replace(
-        config, recipe=replace(config.recipe, epochs=len(history)), name=f"{study_name}-trial-{v['trial']}"
+        config, recipe=replace(config.recipe, epochs=len(history)), name=f"{settings.study}-trial-{v.trial}"
     )
     info = {
-        "study": study_name,
-        "trial": v["trial"],
-        "rank": rank,
+        "study": settings.study,
+        "trial": v.trial,
+        "rank": settings.rank,
         "seed": t.user_attrs["seed"],
         "seeds_confirmed": sorted(runs),
-        "test_acc_of_seeds": [runs[s].value for s in sorted(runs)],
+        "test_acc_of_seeds": [runs[seed].value for seed in sorted(runs)],
         "params": spec.param_count(config),
         "macs": spec.macs(config),
         "receptive_field": spec.receptive_field(config),
@@ -157,5 +172,5 @@ def from_study(storage: str, study_name: str, rank: int, seed: int | None, out: 
         "test_acc_per_epoch": [h["eval_acc"] for h in history],
         "nas_version": __version__,
     }
-    write(out, config, confirm.load_weights(t, artifacts), info)
+    write(Path(settings.out), config, confirm.load_weights(t, cs.artifacts), info)
     return info

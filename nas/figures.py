@@ -17,8 +17,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nas.files import atomic
-
-THRESHOLD = 99.40
+from nas.verdict import LAST_K, THRESHOLD
 
 
 def plain(draw):
@@ -54,12 +53,12 @@ def pareto(frame: pd.DataFrame) -> pd.DataFrame:
 @plain
 def params_vs_accuracy(frame: pd.DataFrame, budget: int, path: Path, title: str) -> Path:
     """Validation accuracy against parameters: completed trials, pruned trials (their best epoch,
-    faded), the Pareto front, the budget line and the seed's baselines named."""
+    faded), the Pareto front, the budget line and the reference baselines named."""
     fig, ax = plt.subplots(figsize=(8, 5))
     pruned = frame[(frame["state"] == "pruned") & frame["best_val"].notna()]
     done = frame.dropna(subset=["value"])
     ax.scatter(pruned["params"], pruned["best_val"], s=14, c="0.75", label="pruned (best epoch so far)")
-    ax.scatter(done["params"], done["value"], s=22, c="tab:blue", label="completed (mean of last 3 epochs)")
+    ax.scatter(done["params"], done["value"], s=22, c="tab:blue", label=f"completed (mean of last {LAST_K} epochs)")
     front = pareto(frame)
     ax.step(front["params"], front["value"], where="post", c="tab:green", lw=1.5, label="Pareto front")
     for _, row in done[done["baseline"].fillna("") != ""].iterrows():
@@ -105,7 +104,7 @@ def optuna_plot(kind: str, study: optuna.Study, path: Path) -> Path | None:
 @plain
 def confirmation_curves(runs: dict[str, list[list[float]]], path: Path) -> Path:
     """Test accuracy per epoch of every confirmation run, one panel per configuration, with the
-    99.40% line: "consistent" means every curve is above it in each of the last 3 epochs."""
+    threshold line: "consistent" means every curve is at or above it in each of the last K epochs."""
     n = len(runs)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False, sharey=True)
     for ax, (name, curves) in zip(axes[0], runs.items(), strict=True):

@@ -2,8 +2,8 @@
 kernels (two forward, two backward) for CUDA.
 
 Why: with CUDA graphs the step's kernels set the pace, and cuDNN's NCHW BatchNorm gives each
-channel one block: the wide early layers (22 channels of 26 x 26) run on 22 of an H100's 132
-multiprocessors, 0.23 ms of a 0.82 ms step (`benchmarks/gpu_profile.py`). Here every kernel runs
+channel one block: the wide early layers (some 20 channels of 26 x 26) leave most of a large
+GPU's multiprocessors idle (`benchmarks/gpu_profile.py` shows the share). Here every kernel runs
 one program per (image, channel) row of H x W values, N x C programs:
 
   forward   1. row statistics of relu(x): mean and the sum of squared deviations (exact Welford

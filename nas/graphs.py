@@ -1,8 +1,8 @@
 """CUDA graphs for the training step: one capture, one replay per batch.
 
 An 8k-parameter CNN step is some 100 small kernels; launched one by one from Python, the
-launches set the pace (1.3 s an epoch of baseline-6 on an H100); replayed, the kernels themselves
-do (0.38 s, as long as their summed time: `benchmarks/gpu_profile.py`). `GraphedSteps` records the
+launches set the pace; replayed, the kernels themselves do (`benchmarks/gpu_profile.py` shows
+both, docs/performance.md has the figures). `GraphedSteps` records the
 whole step (gather the batch by index, forward, backward, optimizer step, accumulate loss and hits;
 the rotation too where it runs per batch) once as a CUDA graph and replays it for every full batch
 of an epoch; the host only copies the next batch's indices into place. What a

@@ -1,84 +1,78 @@
-"""Replay a config (a seed baseline or a file) over several seeds: train on all 60,000 training
-images, evaluate on the test set every epoch, judge each run, and write the evidence."""
+"""Replay a config (a reference baseline, a config file, a study's trial) over several seeds: train
+on all 60,000 training images, evaluate on the test set every epoch, judge each run by the
+consistency rule (nas.verdict), and write the evidence to a new folder."""
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
-import torch
-
-import nas
-from nas import data, display, spec, train
-from nas.files import atomic
-from nas.workers import usable_cpus
+from nas import NasError, spec, verdict
+from nas.files import atomic, provenance, write_csv, write_text
 
 
-def verdict(history: train.History, last_k: int = 3, threshold: float = 99.40) -> dict:
-    """Best and final accuracy, the minimum of the last K epochs, and whether every one of
-    the last K epochs reached the threshold ("consistent", the seed's own criterion)."""
-    acc = [e.eval_acc for e in history.epochs]
-    tail = acc[-last_k:]
-    return {
-        "seed": history.seed,
-        "best_train": max(e.train_acc for e in history.epochs),
-        "best": max(acc),
-        "final": acc[-1],
-        "min_last_k": min(tail),
-        "consistent": len(acc) >= last_k and min(tail) >= threshold,
-    }
+class ReplayError(NasError, ValueError):
+    """Settings a replay cannot run with; the message says why."""
 
 
-def provenance(device: torch.device) -> dict:
-    cpu = platform.processor()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "nas": nas.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cpus": usable_cpus(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "command": " ".join(["nas", *sys.argv[1:]]),
-        "git_commit": git_commit(),
-    }
+@dataclass(frozen=True)
+class Settings:
+    seeds: int = 1  # runs with seeds seed, seed + 1, ...
+    seed: int = 0
+    epochs: int | None = None  # None: the recipe's
+    last_k: int = verdict.LAST_K
+    threshold: float = verdict.THRESHOLD
+    train_limit: int | None = None  # first N training images (quick checks)
+    device: str = "auto"
+    data_dir: str | None = None
+    download: bool = True
+    results_dir: str = "results"
 
 
-def git_commit() -> str | None:
-    """The checkout's commit (with "+dirty" for uncommitted changes), when nas runs from one."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+# --------------------------------------------------------------------------- progress events
 
 
-def write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, then rename: readers never see half a file."""
-    return atomic(path, lambda p: p.write_text(text))
+@dataclass(frozen=True)
+class ReplayStarted:
+    config: spec.Config
+    device: str
+    folder: Path
+
+
+@dataclass(frozen=True)
+class SeedStarted:
+    seed: int
+    steps: int  # optimizer steps of the whole run
+
+
+@dataclass(frozen=True)
+class Step:
+    pass
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    seed: int
+    epoch: object  # nas.train.Epoch
+
+
+@dataclass(frozen=True)
+class SeedDone:
+    verdict: verdict.SeedVerdict
+
+
+@dataclass(frozen=True)
+class Outcome:
+    config: spec.Config
+    verdicts: list[verdict.SeedVerdict]
+    folder: Path
+    settings: Settings
+
+
+# --------------------------------------------------------------------------- the run
 
 
 def run_dir(results_dir: str | Path, config: spec.Config, is_baseline: bool) -> Path:
@@ -93,23 +87,42 @@ def run_dir(results_dir: str | Path, config: spec.Config, is_baseline: bool) -> 
     return out
 
 
-def replay(
+def run(
     config: spec.Config,
-    seeds: list[int],
-    device: torch.device,
-    mnist: dict,
-    out: Path,
-    epochs: int | None = None,
-    last_k: int = 3,
-    threshold: float = 99.40,
-    train_limit: int | None = None,
-) -> list[dict]:
-    """Train `config` once per seed, printing the epochs; write run.json, history.csv and the
-    seed's final weights (weights-seed{N}.pt, a state_dict of nas.model.build(config.json)) to
-    `out` after every seed (so an interrupted replay keeps the seeds it finished)."""
-    split = data.make_split(mnist, evaluate_on="test", train_limit=train_limit, device=device)
-    n_epochs = epochs or config.recipe.epochs
+    settings: Settings,
+    is_baseline: bool = False,
+    on_progress: Callable[[object], None] | None = None,
+) -> Outcome:
+    """Train `config` once per seed; after every seed write run.json, history.csv, config.json and
+    the seed's final weights (weights-seed{N}.pt, a state_dict of nas.model.build(config.json)),
+    so an interrupted replay keeps the seeds it finished and a folder is never half a run."""
+    from nas import data, train
+
+    say = on_progress or (lambda event: None)
+    if not 0 < settings.threshold <= 100:  # NaN fails this too
+        raise ReplayError(f"--threshold must be a test accuracy in percent (0-100], got {settings.threshold}")
+    device = train.resolve_device(settings.device)
+    mnist = data.load_mnist(settings.data_dir, download=settings.download)
+    out = run_dir(settings.results_dir, config, is_baseline)
+    say(ReplayStarted(config, str(device), out))
+    try:
+        verdicts = _replay(config, settings, device, mnist, out, say)
+    finally:
+        if not any(out.iterdir()):  # stopped before the first seed finished: leave no empty folder
+            out.rmdir()
+    return Outcome(config, verdicts, out, settings)
+
+
+def _replay(config: spec.Config, settings: Settings, device, mnist: dict, out: Path, say) -> list[verdict.SeedVerdict]:
+    import pandas as pd
+    import torch
+
+    from nas import data, train
+
+    split = data.make_split(mnist, evaluate_on="test", train_limit=settings.train_limit, device=device)
+    n_epochs = settings.epochs or config.recipe.epochs
     steps = -(-len(split.train_y) // config.recipe.batch_size) * n_epochs
+    seeds = list(range(settings.seed, settings.seed + settings.seeds))
     record = {
         "config": config.to_dict(),
         "params": spec.param_count(config),
@@ -117,33 +130,50 @@ def replay(
         "receptive_field": spec.receptive_field(config),
         "epochs": n_epochs,
         "seeds": seeds,
-        "last_k": last_k,
-        "threshold": threshold,
-        "train_limit": train_limit,
+        "last_k": settings.last_k,
+        "threshold": settings.threshold,
+        "train_limit": settings.train_limit,
         "provenance": provenance(device),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "runs": [],
     }
-    verdicts, rows = [], []
+    verdicts, rows, step = [], [], Step()
     for seed in seeds:
-        with display.progress(steps, f"{config.name} seed {seed}") as (advance, say):
-            say(display.epoch_header("test"))
-            model, history = train.train(
-                config,
-                split,
-                seed,
-                device,
-                epochs=n_epochs,
-                on_step=advance,
-                on_epoch=lambda e, seed=seed: say(display.epoch_row(seed, e)),
-            )
-        verdicts.append(verdict(history, last_k, threshold))
-        record["runs"].append({**history.to_dict(), "verdict": verdicts[-1]})
+        say(SeedStarted(seed, steps))
+        model, history = train.train(
+            config,
+            split,
+            seed,
+            device,
+            epochs=n_epochs,
+            on_step=lambda: say(step),
+            on_epoch=lambda e, seed=seed: say(EpochDone(seed, e)),
+        )
+        accuracy = [e.eval_acc for e in history.epochs]
+        best_train = max(e.train_acc for e in history.epochs)
+        verdicts.append(verdict.SeedVerdict.judge(seed, accuracy, settings.threshold, settings.last_k, best_train))
+        say(SeedDone(verdicts[-1]))
+        record["runs"].append({**history.to_dict(), "verdict": verdicts[-1].to_dict()})
         rows += [{"seed": seed, **vars(e)} for e in history.epochs]
         record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         atomic(out / f"weights-seed{seed}.pt", lambda p, m=model: torch.save(m.cpu().state_dict(), p))
-        write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
-        write_atomic(out / "run.json", json.dumps(record, indent=2) + "\n")
+        write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
         frame = pd.DataFrame(rows).rename(columns={"eval_loss": "test_loss", "eval_acc": "test_acc"})
-        write_atomic(out / "history.csv", frame.to_csv(index=False, float_format="%.6g"))
+        write_csv(frame, out / "history.csv")
     return verdicts
+
+
+def trial_config(storage: str, study_name: str, number: int) -> spec.Config:
+    """The config of trial `number` of a study, named "<study>-trial-<number>" (`nas train --trial`)."""
+    from dataclasses import replace
+
+    from nas import store
+
+    study = store.load_study(storage, study_name)
+    trials = {t.number: t for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs}
+    if number not in trials:
+        raise store.StorageError(
+            f"study {study_name!r} has no trial {number} with a config; trials 0-{len(study.trials) - 1}"
+        )
+    return replace(spec.from_dict(trials[number].user_attrs["config"]), name=f"{study_name}-trial-{number}")

@@ -1,14 +1,44 @@
-"""What a study holds, as tables: it reads the storage and never trains."""
+"""What a study holds, as tables, figures and a summary (`nas report`): it reads the storage and
+the stored weights, runs inference for the pick's figures, and never trains."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from nas.files import atomic
+from nas import verdict
+from nas.files import write_csv, write_text
+
+
+@dataclass(frozen=True)
+class Settings:
+    study: str
+    storage: str | None = None  # None: the results folder's SQLite file
+    results_dir: str = "results"  # writes <results_dir>/<study>/; reads artifacts/ and baselines/
+    data_dir: str | None = None
+    download: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    files: list[Path]
+    uploaded: int  # files new or changed since the last report, attached to the study
+
+
+def run(settings: Settings) -> Outcome:
+    """Write the study's report and attach it to the study (artifacts and its dashboard note)."""
+    from nas import data, store
+
+    study = store.load_study(settings.storage or store.default_storage(settings.results_dir), settings.study)
+    mnist = data.load_mnist(settings.data_dir, download=settings.download)
+    artifacts = str(Path(settings.results_dir) / "artifacts")
+    files, note = write_report(study, Path(settings.results_dir), artifacts, mnist)
+    uploaded = attach(study, [p for p in files if p.suffix in (".png", ".md", ".json")], artifacts, note)
+    return Outcome(files, uploaded)
 
 
 def leaderboard(study: optuna.Study) -> pd.DataFrame:
@@ -30,7 +60,7 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
                 "params": t.user_attrs.get("params"),
                 "macs": t.user_attrs.get("macs"),
                 "rf": t.user_attrs.get("receptive_field"),
-                # mean validation accuracy of the last 3 epochs; completed trials only (Optuna gives a
+                # mean validation accuracy of the last K epochs; completed trials only (Optuna gives a
                 # pruned trial its last intermediate value, which is not comparable)
                 "value": t.value if t.state == TrialState.COMPLETE else None,
                 "best_val": max(acc) if acc else None,
@@ -70,26 +100,26 @@ def summary(study: optuna.Study) -> dict:
     }
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """Atomically: a reader never sees half a file."""
-    return atomic(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
+def write_leaderboard(study: optuna.Study, path: Path) -> tuple[pd.DataFrame, Path]:
+    frame = leaderboard(study)
+    return frame, write_csv(frame, path)
 
 
-def confirmation_frame(verdicts: list[dict]) -> pd.DataFrame:
+def confirmation_frame(verdicts: list[verdict.Verdict]) -> pd.DataFrame:
     """One row per (configuration, seed) with the configuration's summary beside it."""
     rows = []
     for v in verdicts:
-        for r in v["per_seed"]:
+        for r in v.per_seed:
             rows.append(
                 {
-                    "trial": v["trial"],
-                    "params": v["params"],
-                    "macs": v["macs"],
-                    "val": v["val"],
-                    **r,
-                    "config_mean": v["mean"],
-                    "config_std": v["std"],
-                    "config_consistent": v["consistent"],
+                    "trial": v.trial,
+                    "params": v.params,
+                    "macs": v.macs,
+                    "val": v.val,
+                    **r.to_dict(),
+                    "config_mean": v.mean,
+                    "config_std": v.std,
+                    "config_consistent": v.consistent,
                 }
             )
     return pd.DataFrame(rows)
@@ -117,7 +147,7 @@ def replayed(results_dir: Path, name: str) -> dict | None:
 
 
 def baselines_frame(study: optuna.Study, results_dir: Path) -> pd.DataFrame:
-    """The seed's baselines: its reported numbers, our replays, and their trial in this study."""
+    """The reference baselines: the reference's reported numbers, our replays, and their trial in this study."""
     from nas import spec
 
     in_study = {
@@ -135,8 +165,8 @@ def baselines_frame(study: optuna.Study, results_dir: Path) -> pd.DataFrame:
                 "params": spec.param_count(config),
                 "macs": spec.macs(config),
                 "rf": spec.receptive_field(config),
-                "seed_train_%": rep.train_acc,
-                "seed_test_%": rep.test_acc,
+                "reference_train_%": rep.train_acc,
+                "reference_test_%": rep.test_acc,
                 "replay_seeds": ours["seeds"] if ours else None,
                 "replay_final_test_%": round(ours["final"], 2) if ours else None,
                 "replay_best_test_%": round(ours["best"], 2) if ours else None,
@@ -164,29 +194,29 @@ def _cell(v) -> str:
     return str(v)
 
 
-def verdicts_frame(verdicts: list[dict]) -> pd.DataFrame:
+def verdicts_frame(verdicts: list[verdict.Verdict], last_k: int = verdict.LAST_K) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "trial": v["trial"],
-                "params": v["params"],
-                "MACs": v["macs"],
-                "val %": v["val"],
-                "final test % per seed": " ".join(f"{r['final']:.2f}" for r in v["per_seed"]),
-                "min last 3 per seed": " ".join(f"{r['min_last_k']:.2f}" for r in v["per_seed"]),
-                "mean ± std": f"{v['mean']:.2f} ± {v['std']:.2f}" if v["mean"] is not None else "-",
-                "consistent": "yes" if v["consistent"] else "no",
+                "trial": v.trial,
+                "params": v.params,
+                "MACs": v.macs,
+                "val %": v.val,
+                "final test % per seed": " ".join(f"{r.final:.2f}" for r in v.per_seed),
+                f"min last {last_k} per seed": " ".join(f"{r.min_last_k:.2f}" for r in v.per_seed),
+                "mean ± std": v.mean_std(),
+                "consistent": "yes" if v.consistent else "no",
             }
             for v in verdicts
         ]
     )
 
 
-def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: dict | None) -> list[Path]:
+def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: dict | None) -> tuple[list[Path], str]:
     """Everything `nas report` writes to results/<study>/: leaderboard.csv, summary.md and the
-    figures. Reads the storage and the stored weights; never trains."""
+    figures; and the dashboard note (the summary up to the baselines). Reads the storage and the
+    stored weights; never trains."""
     from nas import display, figures, spec, store
-    from nas.replay import write_atomic
 
     out = results_dir / study.study_name
     ident = study.user_attrs.get("identity", {})
@@ -198,22 +228,20 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     for kind in ("optimization_history", "param_importances", "intermediate_values"):
         files.append(figures.optuna_plot(kind, study, out / f"{kind}.png"))
 
-    verdicts = [v for v in study.user_attrs.get("confirmation", {}).get("verdicts", []) if v["seeds_done"]]
+    verdicts = [v for v in verdict.stored(study) if v.seeds_done]
     best = None
     if verdicts:
         conf = optuna.load_study(study_name=store.confirmation_name(study.study_name), storage=study._storage)
         runs = confirmation_runs(conf)
         curves = {
-            f"trial {v['trial']} ({v['params']:,} params)": [
-                [h["eval_acc"] for h in runs[(v["trial"], r["seed"])].user_attrs["history"]] for r in v["per_seed"]
+            f"trial {v.trial} ({v.params:,} params)": [
+                [h["eval_acc"] for h in runs[(v.trial, r.seed)].user_attrs["history"]] for r in v.per_seed
             ]
             for v in verdicts
         }
         files.append(figures.confirmation_curves(curves, out / "confirmation_curves.png"))
         best = verdicts[0]  # chosen by validation, as `nas export` does: picking by test accuracy would flatter it
-        if mnist is not None and all(
-            runs[(best["trial"], r["seed"])].user_attrs.get("weights") for r in best["per_seed"]
-        ):
+        if mnist is not None and all(runs[(best.trial, r.seed)].user_attrs.get("weights") for r in best.per_seed):
             files += best_model_figures(study, best, runs, artifacts, mnist, out)
 
     settings = study.user_attrs.get("settings", {})
@@ -234,12 +262,12 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         "",
     ]
     if best is not None:
-        config = spec.from_dict(study.trials[best["trial"]].user_attrs["config"])
-        files.append(write_atomic(out / "best_config.json", config.to_json()))  # `nas train --config` takes it
+        config = spec.from_dict(study.trials[best.trial].user_attrs["config"])
+        files.append(write_text(out / "best_config.json", config.to_json()))  # `nas train --config` takes it
         rf = pd.DataFrame(spec.rf_table(config), columns=spec.RF_COLUMNS)
         lines += [
-            f"## The pick: trial {best['trial']} ({best['params']:,} params, "
-            f"{best['macs']:,} MACs, mean final test {best['mean']:.2f}%)",
+            f"## The pick: trial {best.trial} ({best.params:,} params, "
+            f"{best.macs:,} MACs, mean final test {best.mean:.2f}%)",
             "",
             "The confirmed configuration best on validation (chosen without the test set, as `nas export` "
             "chooses; its test figures are above).",
@@ -251,11 +279,13 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
             markdown(rf),
             "",
         ]
+    note = "\n".join(lines)  # the dashboard's note: the study and its confirmation
     lines += [
-        "## The seed's baselines",
+        "## The reference baselines",
         "",
-        "Seed: the numbers the seed reported (one run). Replay: `nas replay NAME` (latest committed run under "
-        "results/baselines/). Trial: the baseline as a trial of this study (validation split).",
+        "Reference: the numbers the reference experiment reported (one run). Replay: `nas replay NAME` (the "
+        "latest run under this results folder's baselines/). Trial: the baseline as a trial of this study "
+        "(validation split).",
         "",
         markdown(baselines_frame(study, results_dir)),
         "",
@@ -263,8 +293,8 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in files if p is not None and p.suffix == ".png"]
-    files.append(write_atomic(out / "summary.md", "\n".join(lines) + "\n"))
-    return [p for p in files if p is not None]
+    files.append(write_text(out / "summary.md", "\n".join(lines) + "\n"))
+    return [p for p in files if p is not None], note
 
 
 def confirmation_runs(conf: optuna.Study) -> dict:
@@ -274,7 +304,7 @@ def confirmation_runs(conf: optuna.Study) -> dict:
     }
 
 
-def best_model_figures(study, best: dict, runs: dict, artifacts: str, mnist: dict, out: Path) -> list[Path]:
+def best_model_figures(study, best: verdict.Verdict, runs: dict, artifacts: str, mnist: dict, out: Path) -> list[Path]:
     """Confusion matrix and misclassified digits of the pick (best on validation), with the
     stored weights of its median seed (inference only)."""
     import numpy as np
@@ -283,11 +313,10 @@ def best_model_figures(study, best: dict, runs: dict, artifacts: str, mnist: dic
     from nas import confirm, data, export, figures, spec
     from nas.model import build
 
-    seeds = {r["seed"]: r["final"] for r in best["per_seed"]}
-    seed = export.pick_seed(seeds, None)
-    config = spec.from_dict(study.trials[best["trial"]].user_attrs["config"])
+    seed = export.pick_seed({r.seed: r.final for r in best.per_seed}, None)
+    config = spec.from_dict(study.trials[best.trial].user_attrs["config"])
     model = build(config)
-    model.load_state_dict(confirm.load_weights(runs[(best["trial"], seed)], artifacts))
+    model.load_state_dict(confirm.load_weights(runs[(best.trial, seed)], artifacts))
     split = data.make_split(mnist, "test")
     with torch.inference_mode():
         pred = torch.cat([model.eval()(x).argmax(1) for x in split.eval_x.split(2000)]).numpy()
@@ -295,7 +324,7 @@ def best_model_figures(study, best: dict, runs: dict, artifacts: str, mnist: dic
     matrix = np.zeros((10, 10), dtype=int)
     np.add.at(matrix, (true, pred), 1)
     wrong = np.flatnonzero(pred != true)
-    name = f"trial {best['trial']}, seed {seed}: {100 * (1 - len(wrong) / len(true)):.2f}% test, {len(wrong)} errors"
+    name = f"trial {best.trial}, seed {seed}: {100 * (1 - len(wrong) / len(true)):.2f}% test, {len(wrong)} errors"
     return [
         figures.confusion(matrix, out / "confusion_matrix.png", name),
         figures.misclassified(

@@ -1,14 +1,13 @@
-"""The Optuna study: sampler, pruner, budget gate, objective, resume and the search worker
-(the storage it lives in: nas/storage.py; the worker processes: nas/workers.py).
+"""A budget-constrained search: the Optuna study (sampler, pruner, what it was made with), the
+checks that run before anything is written, and `run`, which trains the trials in worker
+processes (nas.objective, nas.workers), writes the leaderboard and hands over to the
+confirmation (nas.confirm). The storage it lives in: nas.store.
 
-Counting rule: `--trials N` is N *trained* trials (completed, or pruned by the pruner after
-training started). A sample at or over the budget is recorded as PRUNED with the user attribute
+Counting rule: `trials` is N *trained* trials (completed, or pruned by the pruner after training
+started). A sample at or over the budget is recorded as PRUNED with the user attribute
 `infeasible` before any training, so TPE's `constraints_func` learns from it and it costs no
-training time; it does not count. Each worker claims a training slot under a file lock before it
-trains, so J local workers never train more than N trials between them.
-
-Each trial trains with seed = study seed + trial number (stored as the `seed` attribute) on the
-validation split (50,000 / 10,000 of the training images); the test set is never read here.
+training time; it does not count. Each worker claims a training slot under the study's lock before
+it trains, so the workers never train more than N trials between them.
 """
 
 from __future__ import annotations
@@ -17,16 +16,16 @@ import math
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 import nas
-from nas import NasError, data, space, spec, train
-from nas.store import counts, default_storage, heartbeat_seconds, mark_owner, open_storage, study_lock
-from nas.workers import usable_cpus, worker_threads
+from nas import NasError, space, spec
+from nas.store import default_storage, heartbeat_seconds, open_storage, study_lock
+from nas.workers import worker_threads
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # group decomposition
 # a crashed trial's retry inherits its constraint (the same params give the same value)
@@ -46,18 +45,21 @@ class Settings:
     storage: str | None = None  # None: sqlite file under results_dir
     study: str | None = None  # None: "<space>-b<budget>"
     sampler: str = "tpe"  # "tpe" | "random"
-    pruner: str = "hyperband"  # "hyperband" | "median" | "none" (README: measured side by side)
+    pruner: str = "hyperband"  # "hyperband" | "median" | "none" (docs/search.md: measured side by side)
     seed: int = 0  # sampler seed; trial training seed = seed + trial number
     jobs: int = 1  # worker processes on this machine
-    baselines: bool = True  # enqueue the seed's baselines that fit the space and budget
+    baselines: bool = True  # enqueue the reference baselines that fit the space and budget
     device: str = "auto"
     data_dir: str | None = None
+    download: bool = True  # fetch MNIST when it is not in data_dir
     results_dir: str = "results"
-    train_limit: int | None = None  # keep the first N training images (smoke runs)
+    train_limit: int | None = None  # keep the first N training images (quick runs)
     val_limit: int | None = None  # keep the first N validation images
-    epochs: int | None = None  # override the space's epochs (smoke runs)
+    epochs: int | None = None  # override the space's epochs (quick runs)
+    confirm: bool = True  # run the confirmation (nas.confirm) after the search
+    top: int = 3  # configurations to confirm
+    seeds: int = 5  # seeds per confirmed configuration
     worker: int = 0  # index of this worker process: its sampler seed is seed + 7919 * worker
-    pipeline: str = "nas"  # "nas" | "seed": the seed's DataLoader pipeline (the naive setting, for benchmarks)
 
     @property
     def study_name(self) -> str:
@@ -73,278 +75,224 @@ class Settings:
         return self.storage or default_storage(self.results_dir)
 
 
+# --------------------------------------------------------------------------- progress events
+
+
+@dataclass(frozen=True)
+class Estimate:
+    epoch_seconds: float  # one epoch of a reference-sized network in one worker, here
+    epochs: int
+    without_pruning: float  # seconds for the remaining trials, none pruned
+    saving: float  # share of epochs the pruner saved where it was measured (docs/search.md)
+
+
+@dataclass(frozen=True)
+class SearchPlanned:
+    study: str
+    storage: str  # password masked
+    space: space.Space
+    settings: Settings
+    device: str
+    kept: int  # trained trials already in the study (resuming)
+    failed: list[int]  # trials of dead workers, failed and re-queued now
+    queued: list[str]  # baselines queued now
+    remaining: int  # trained trials still to come
+    estimate: Estimate | None
+
+
+@dataclass(frozen=True)
+class SearchStatus:
+    counts: dict  # store.counts
+    best: optuna.trial.FrozenTrial | None
+    total: int
+    elapsed: float
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class SearchFinished:
+    leaderboard: object  # pandas DataFrame, best first
+    summary: dict  # report.summary
+    path: Path  # the leaderboard's CSV
+
+
+@dataclass(frozen=True)
+class Outcome:
+    study: optuna.Study
+    finished: SearchFinished
+    confirmation: object | None  # confirm.Outcome, when the search confirmed
+
+
 # --------------------------------------------------------------------------- the study
 
 
-def identity(s: Settings, sp: space.Space) -> dict:
+def identity(settings: Settings, sp: space.Space) -> dict:
     """What the study was created with; resuming with anything else is refused."""
     return {
         "space": sp.name,
         "space_sha256": sp.sha256,
-        "budget": s.budget,
-        "epochs": s.epochs or sp.epochs,
+        "budget": settings.budget,
+        "epochs": settings.epochs or sp.epochs,
         "split": "train 50000 / val 10000, split seed 0",
-        "train_limit": s.train_limit,
-        "val_limit": s.val_limit,
+        "train_limit": settings.train_limit,
+        "val_limit": settings.val_limit,
     }
 
 
-def make_sampler(s: Settings) -> optuna.samplers.BaseSampler:
+def make_sampler(settings: Settings) -> optuna.samplers.BaseSampler:
     """Seeded per worker: workers with one seed would propose the same points during TPE's
     random start-up trials."""
-    seed = s.seed + 7919 * s.worker
-    if s.sampler == "random":
+    seed = settings.seed + 7919 * settings.worker
+    if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # multivariate + group: the space is conditional (widths per conv, transition width);
     # constant_liar: parallel workers do not all propose the same point
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True)
 
 
-# share of epochs each pruner saved on the README's side-by-side small search (20 trials, 8 epochs)
+# share of epochs each pruner saved on the side-by-side small search of docs/search.md (20 trials, 8 epochs)
 MEASURED_SAVING = {"hyperband": 0.62, "median": 0.28, "none": 0.0}
 
 
-def make_pruner(s: Settings) -> optuna.pruners.BasePruner:
-    """Hyperband by default: on the same small search it trained 61 of 160 epochs against
-    median's 115, with the best validation accuracy of the three (README, "pruning")."""
-    epochs = s.epochs or space.load(s.space).epochs
-    if s.pruner == "median":
+def make_pruner(settings: Settings) -> optuna.pruners.BasePruner:
+    """Hyperband by default: on the same small search it trained the fewest epochs and found the
+    best network of the three (docs/search.md)."""
+    epochs = settings.epochs or space.load(settings.space).epochs
+    if settings.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
-    if s.pruner == "none":
+    if settings.pruner == "none":
         return optuna.pruners.NopPruner()
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
 
 
-def open_study(s: Settings, sp: space.Space) -> optuna.Study:
+def open_study(settings: Settings, sp: space.Space) -> optuna.Study:
     """Create the study, or load it and check it was made with the same space and budget."""
-    storage = open_storage(s.storage_url)
+    storage = open_storage(settings.storage_url)
     study = optuna.create_study(
-        study_name=s.study_name,
+        study_name=settings.study_name,
         storage=storage,
         direction="maximize",
-        sampler=make_sampler(s),
-        pruner=make_pruner(s),
+        sampler=make_sampler(settings),
+        pruner=make_pruner(settings),
         load_if_exists=True,
     )
-    want = identity(s, sp)
-    with study_lock(study, s.storage_url, s.results_dir):  # workers on other machines may start now too
+    want = identity(settings, sp)
+    with study_lock(study, settings.storage_url, settings.results_dir):  # workers on other machines may start now too
         have = study.user_attrs.get("identity")
         if have is None:
             study.set_user_attr("identity", want)
             study.set_user_attr("nas_version", nas.__version__)
-            study.set_user_attr("settings", {k: v for k, v in asdict(s).items() if k not in ("storage", "worker")})
+            made = {k: v for k, v in asdict(settings).items() if k not in ("storage", "worker", "download")}
+            study.set_user_attr("settings", made)
     if have is not None and have != want:
         diff = ", ".join(
             f"{k}: study has {have.get(k)!r}, command gives {want[k]!r}" for k in want if have.get(k) != want[k]
         )
-        raise SearchError(f"study {s.study_name!r} was created with other settings ({diff}); use another --study")
+        raise SearchError(
+            f"study {settings.study_name!r} was created with other settings ({diff}); use another --study"
+        )
     return study
-
-
-# --------------------------------------------------------------------------- baselines
-
-
-def baseline_params(config: spec.Config, sp: space.Space) -> dict | None:
-    """The space's parameters that rebuild `config` exactly, or None when it is outside the space."""
-    layers, r = config.layers, config.recipe
-    ops = [x.op for x in layers]
-    if ops.count("pool") != 1 or r.step_size is None:
-        return None
-    p = ops.index("pool")
-    after = list(layers[p + 1 : ops.index("gap")])
-    v = {"convs_before_pool": p, "pad_first": layers[0].padding, "transition": "none", "transition_width": None}
-    if after and after[0].kernel == 1:
-        v.update(transition="1x1", transition_width=after.pop(0).out)
-    if ops[-1] == "fc":
-        v["head"] = "fc"
-    elif after[-1].kernel == 1:
-        v["head"], after = "conv1x1", after[:-1]
-    else:
-        v["head"] = "conv"
-    v["convs_after_pool"] = len(after)
-    widths = [x.out for x in layers[:p]] + [x.out for x in after]
-    widths = widths[:-1] if v["head"] == "conv" else widths
-    v.update(
-        {
-            k: getattr(r, k)
-            for k in (
-                "optimizer",
-                "lr",
-                "momentum",
-                "weight_decay",
-                "batch_size",
-                "step_size",
-                "gamma",
-                "dropout",
-                "rotation",
-            )
-        }
-    )
-    try:
-        rebuilt = space.build_config(v, [*widths, spec.CLASSES], config.recipe.epochs)
-    except (spec.SpecError, KeyError, IndexError):
-        return None
-    if rebuilt.layers != config.layers:
-        return None
-    params = {k: val for k, val in v.items() if val is not None}
-    params.update({f"width_{i + 1}": w for i, w in enumerate(widths)})
-    if params["optimizer"] != "sgd":
-        params.pop("momentum")
-    for k, val in params.items():
-        name = "width" if k.startswith("width_") else k
-        if not _inside(sp.dims[name], val):
-            return None
-    return {k: val for k, val in params.items() if sp.dims["width" if k.startswith("width_") else k].kind != "const"}
-
-
-def _inside(d: space.Dim, value) -> bool:
-    if d.kind == "const":
-        return d.value == value
-    if d.kind == "choices":
-        return value in d.choices
-    return d.low <= value <= d.high
-
-
-def enqueue_baselines(study: optuna.Study, sp: space.Space, s: Settings) -> list[str]:
-    """Queue the seed's baselines that the space can express and the budget admits, once (under
-    the study's lock: other workers may be queueing them at the same moment): a baseline already
-    trained, running or queued is not queued again. Returns the names queued now."""
-    with study_lock(study, s.storage_url, s.results_dir):
-        return _enqueue_baselines(study, sp, s.budget)
-
-
-def _enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list[str]:
-    have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
-    queued = []
-    for name in spec.baseline_names():
-        config = spec.load_baseline(name)
-        params = baseline_params(config, sp)
-        if params is None or spec.param_count(config) >= budget:
-            continue
-        if name not in have:
-            study.enqueue_trial(params, user_attrs={"baseline": name})
-            queued.append(name)
-    return queued
-
-
-# --------------------------------------------------------------------------- objective and workers
-
-
-def objective_for(study: optuna.Study, s: Settings, sp: space.Space, split: data.Split, device, fit=None):
-    """The objective. `fit(config, seed, on_epoch)` trains one trial (default: nas's loop on `split`)."""
-    epochs = s.epochs or sp.epochs
-    if fit is None:
-
-        def fit(config, seed, on_epoch):
-            train.train(config, split, seed, device, on_epoch=on_epoch)
-
-    def objective(trial: optuna.Trial) -> float:
-        mark_owner(trial)
-        if trial.user_attrs.get("trained"):  # a crashed trial's retry: Optuna copied its attributes
-            trial.set_user_attr("trained", False)  # trained again only once it claims a slot below
-        try:
-            config = space.suggest(trial, sp)
-        except spec.SpecError as e:  # a structure that does not fit the image: as good as infeasible
-            trial.set_user_attr("infeasible", f"does not fit: {e}")
-            trial.set_constraint("params_over_budget", 1.0)
-            raise optuna.TrialPruned("infeasible") from None
-        config = replace(config, recipe=replace(config.recipe, epochs=epochs))
-        n = spec.param_count(config)
-        trial.set_user_attr("params", n)
-        trial.set_user_attr("macs", spec.macs(config))
-        trial.set_user_attr("receptive_field", spec.receptive_field(config))
-        trial.set_user_attr("config", config.to_dict())
-        # <= 0 when feasible; TPE puts infeasible trials in its "bad" group, ranked by this
-        trial.set_constraint("params_over_budget", n - s.budget + 1)
-        if n >= s.budget:  # the hard budget: recorded, never trained
-            trial.set_user_attr("infeasible", f"{n} params >= budget {s.budget}")
-            raise optuna.TrialPruned("infeasible")
-        with study_lock(study, s.storage_url, s.results_dir):
-            c = counts(study)
-            if c["trained"] + c["running"] >= s.trials:
-                trial.set_user_attr("not_trained", "the requested number of trials was reached")
-                study.stop()
-                raise optuna.TrialPruned("surplus")
-            trial.set_user_attr("trained", True)
-        seed = s.seed + trial.number
-        trial.set_user_attr("seed", seed)
-        history: list[dict] = []
-
-        def on_epoch(e: train.Epoch) -> None:
-            history.append(asdict(e))
-            trial.set_user_attr("history", history)
-            if not math.isfinite(e.train_loss):
-                trial.set_user_attr("fault", f"train loss became {e.train_loss} in epoch {e.epoch}")
-                raise optuna.TrialPruned("non-finite loss")
-            trial.report(e.eval_acc, e.epoch)
-            # after the last epoch pruning saves nothing and would hide a finished result
-            if e.epoch < epochs and trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {e.epoch}")
-
-        t0 = time.perf_counter()
-        try:
-            fit(config, seed, on_epoch)
-        finally:
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-        tail = [h["eval_acc"] for h in history[-3:]]
-        return sum(tail) / len(tail)  # mean validation accuracy of the last 3 epochs: rewards stability
-
-    return objective
-
-
-def worker(s: Settings, threads: int | None = None) -> None:
-    """One worker: optimize until the study has `trials` trained trials (or the timeout)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Ctrl-C: one line from the parent, no tracebacks
-    sp = space.load(s.space)
-    study = open_study(s, sp)
-    device = train.pick_device(s.device)
-    mnist = data.load_mnist(s.data_dir, download=False)
-    split = data.make_split(mnist, "val", train_limit=s.train_limit, eval_limit=s.val_limit, device=device)
-    fit = None
-    if s.pipeline == "seed":  # the naive baseline of `nas bench`'s search-throughput figure
-        from nas import bench
-
-        fit = bench.seed_trainer(s.data_dir, s.train_limit, s.val_limit, workers=usable_cpus())
-
-    def stop_when_done(study: optuna.Study, _trial) -> None:
-        c = counts(study)
-        if c["trained"] + c["running"] >= s.trials:
-            study.stop()
-
-    objective, t0 = objective_for(study, s, sp, split, device, fit), time.monotonic()
-    while (c := counts(study))["trained"] < s.trials:
-        left = None if s.timeout is None else s.timeout - (time.monotonic() - t0)
-        if left is not None and left <= 0:
-            return
-        if c["trained"] + c["running"] < s.trials:
-            study.optimize(objective, timeout=left, callbacks=[stop_when_done], catch=(), gc_after_trial=False)
-        else:  # the last slots are in training elsewhere: wait, so that a dead worker's trial is retried here
-            time.sleep(min(2, heartbeat_seconds()))
-            optuna.storages.fail_stale_trials(study)
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def check(s: Settings) -> space.Space:
+def run(settings: Settings, on_progress: Callable[[object], None] | None = None, worker=None) -> Outcome:
+    """The search, then (with `s.confirm`) its confirmation: what `nas search` does. Resumes the
+    study when it exists; Ctrl-C stops the workers, keeps every finished trial and raises
+    nas.Interrupted. `on_progress` receives the events above (and nas.confirm's); `worker` is the
+    worker processes' entry point (default nas.objective.worker)."""
+    from nas import confirm, data, objective, report, store, train, workers
+
+    say = on_progress or (lambda event: None)
+    sp = check(settings)  # nothing is written before these checks pass
+    device = train.resolve_device(settings.device)
+    mnist = data.load_mnist(settings.data_dir, download=settings.download)
+    study = open_study(settings, sp)
+    failed = store.fail_dead_local_trials(study)
+    queued = objective.enqueue_baselines(study, sp, settings) if settings.baselines else []
+    kept = store.counts(study)["trained"]
+    remaining = max(0, settings.trials - kept)
+    estimate = None
+    if remaining:
+        workers.start_server()  # its imports overlap the estimate
+        epoch_s, epochs = estimate_epoch_seconds(settings, mnist, device), settings.epochs or sp.epochs
+        estimate = Estimate(
+            epoch_s, epochs, remaining * epochs * epoch_s / settings.jobs, MEASURED_SAVING[settings.pruner]
+        )
+    url = store.mask(settings.storage_url)
+    say(SearchPlanned(settings.study_name, url, sp, settings, str(device), kept, failed, queued, remaining, estimate))
+    procs = workers.start_workers(worker or objective.worker, settings, settings.jobs) if remaining else []
+    t0 = time.time()
+
+    def status() -> None:
+        store.fail_dead_local_trials(study)  # a worker killed (OOM, say): its trial is retried by the others now
+        c = store.counts(study)
+        done, elapsed = c["trained"] - kept, time.time() - t0
+        eta = elapsed / done * (settings.trials - c["trained"]) if done > 0 else estimate and estimate.without_pruning
+        say(SearchStatus(c, best_trial(study), settings.trials, elapsed, eta))
+
+    path = Path(settings.results_dir) / settings.study_name / "leaderboard.csv"
+    try:
+        workers.supervise(procs, status)
+    except KeyboardInterrupt:
+        report.write_leaderboard(study, path)
+        raise nas.Interrupted(
+            f"interrupted: {store.counts(study)['trained']} trained trials are kept in the study "
+            f"(leaderboard: {path}); run the same command to resume"
+        ) from None
+    frame, path = report.write_leaderboard(study, path)
+    finished = SearchFinished(frame, report.summary(study), path)
+    say(finished)
+    confirmation = confirm.run(confirm_settings(settings), say) if settings.confirm else None
+    return Outcome(study, finished, confirmation)
+
+
+def confirm_settings(settings: Settings):
+    """The confirmation of search `s`: the same training options, storage and results folder."""
+    from nas import confirm
+
+    return confirm.Settings(
+        study=settings.study_name,
+        storage=settings.storage_url,
+        top=settings.top,
+        seeds=settings.seeds,
+        jobs=settings.jobs,
+        device=settings.device,
+        data_dir=settings.data_dir,
+        download=False,  # the search has just read it
+        epochs=settings.epochs,
+        train_limit=settings.train_limit,
+        results_dir=settings.results_dir,
+    )
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def check(settings: Settings) -> space.Space:
     """Every check that can fail before anything is written; returns the space."""
-    if s.budget <= 0:
-        raise SearchError(f"--budget must be a positive number of parameters, got {s.budget}")
-    if s.trials <= 0:
-        raise SearchError(f"--trials must be >= 1, got {s.trials}")
-    if s.jobs <= 0:
-        raise SearchError(f"--jobs must be >= 1, got {s.jobs}")
-    if s.sampler not in ("tpe", "random") or s.pruner not in ("median", "hyperband", "none"):
+    if settings.budget <= 0:
+        raise SearchError(f"--budget must be a positive number of parameters, got {settings.budget}")
+    if settings.trials <= 0:
+        raise SearchError(f"--trials must be >= 1, got {settings.trials}")
+    if settings.jobs <= 0:
+        raise SearchError(f"--jobs must be >= 1, got {settings.jobs}")
+    if settings.timeout is not None and not (math.isfinite(settings.timeout) and settings.timeout > 0):
+        raise SearchError(f"--timeout must be a finite number of seconds > 0, got {settings.timeout}")
+    if settings.sampler not in ("tpe", "random") or settings.pruner not in ("median", "hyperband", "none"):
         raise SearchError("--sampler is tpe or random; --pruner is median, hyperband or none")
-    sp = space.load(s.space)
+    sp = space.load(settings.space)
     n, _ = space.smallest(sp)
-    if s.budget <= n:
-        raise SearchError(f"--budget {s.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)")
-    writable(s.results_dir)
+    if settings.budget <= n:
+        raise SearchError(
+            f"--budget {settings.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)"
+        )
+    writable(settings.results_dir)
     heartbeat_seconds()  # a bad $NAS_HEARTBEAT_SECONDS fails here, before anything is written
     return sp
 
@@ -358,18 +306,20 @@ def writable(folder: str) -> None:
         raise SearchError(f"cannot write to results folder {folder}: {e.strerror}; pass --results-dir DIR") from None
 
 
-def estimate_epoch_seconds(s: Settings, mnist: dict, device) -> float:
+def estimate_epoch_seconds(settings: Settings, mnist: dict, device) -> float:
     """Seconds for one epoch (training + validation) of a seed-sized net in one of the run's
     worker processes: timed on 2,560 training and 2,000 validation images with the threads each
     worker will have, scaled to the run's split."""
     import torch
 
+    from nas import data, train
+
     config = spec.load_baseline("baseline-6")
-    n_train, n_val = min(s.train_limit or 50_000, 50_000), min(s.val_limit or 10_000, 10_000)
+    n_train, n_val = min(settings.train_limit or 50_000, 50_000), min(settings.val_limit or 10_000, 10_000)
     split = data.make_split(mnist, "val", train_limit=2560, eval_limit=2000, device=device)
     warm_up = data.make_split(mnist, "val", train_limit=256, eval_limit=256, device=device)
     threads = torch.get_num_threads()
-    torch.set_num_threads(worker_threads(s.jobs))
+    torch.set_num_threads(worker_threads(settings.jobs))
     try:
         train.train(config, warm_up, seed=0, device=device, epochs=1)  # first calls are slow: not timed
         t0 = time.perf_counter()

@@ -1,10 +1,10 @@
-"""Search spaces: TOML files that give each dimension of the seed's family a range, and the one
+"""Search spaces: TOML files that give each dimension of the reference's family a range, and the one
 function that turns a space into `trial.suggest_*` calls and a config.
 
-The family (the seed's, generalised): `convs_before_pool` 3x3 convs (the first two padded when
+The family (the reference's, generalised): `convs_before_pool` 3x3 convs (the first two padded when
 `pad_first` = 1, giving RF 32 instead of 28), a 2x2 max-pool, an optional 1x1 `transition` conv,
 `convs_after_pool` 3x3 convs, then the `head`: "conv" (the last 3x3 conv gives the 10 class maps,
-then GAP, as the seed), "conv1x1" (a 1x1 conv to 10 maps, then GAP) or "fc" (GAP, then a linear
+then GAP, as the reference), "conv1x1" (a 1x1 conv to 10 maps, then GAP) or "fc" (GAP, then a linear
 layer). Every conv width is drawn from `width`; the recipe dimensions are the recipe's fields.
 
 A dimension is a constant (`pad_first = 0`), `{int = [lo, hi]}` (optional `step`),
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 
 from nas import NasError, spec
+from nas.files import read_text
 
 # dimension -> (kind of value, lowest allowed, highest allowed, allowed choices or None)
 DIMENSIONS = {
@@ -103,10 +105,13 @@ def _dim(name: str, raw: object, where) -> Dim:
     kind, lo, hi, allowed = DIMENSIONS[name]
 
     def check(v):
+        """Every value and bound of a space passes here: its type, finiteness, then its range."""
         if kind is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if not isinstance(v, kind) or isinstance(v, bool):
             raise where(name, f"expected {kind.__name__} values, got {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):  # TOML reads nan, inf, -inf
+            raise where(name, f"must be a finite number, got {v!r}")
         if allowed is not None and v not in allowed:
             raise where(name, f"must be one of {', '.join(allowed)}, got {v!r}")
         if lo is not None and not lo <= v <= hi:
@@ -119,7 +124,11 @@ def _dim(name: str, raw: object, where) -> Dim:
     if keys == {"choices"}:
         if not isinstance(raw["choices"], list) or not raw["choices"]:
             raise where(name, "choices must be a non-empty list")
-        return Dim(name, "choices", choices=tuple(check(v) for v in raw["choices"]))
+        choices = tuple(check(v) for v in raw["choices"])
+        repeated = sorted({v for v in choices if choices.count(v) > 1}, key=str)
+        if repeated:
+            raise where(name, f"choices must differ, {repeated[0]!r} is given twice")
+        return Dim(name, "choices", choices=choices)
     for k in ("int", "float"):
         if k in keys:
             extra = keys - {k, "step" if k == "int" else "log"}
@@ -134,12 +143,16 @@ def _dim(name: str, raw: object, where) -> Dim:
             if low > high:
                 raise where(name, f"lo {low} is above hi {high}")
             step = raw.get("step", 1)
-            if k == "int" and (not isinstance(step, int) or step < 1):
+            if k == "int" and (not isinstance(step, int) or isinstance(step, bool) or step < 1):
                 raise where(name, f"step must be a positive integer, got {step!r}")
+            if k == "int" and (high - low) % step:  # optuna would warn and lower hi
+                raise where(name, f"hi - lo must be a multiple of step {step}, got [{low}, {high}]")
             log = raw.get("log", False)
+            if not isinstance(log, bool):
+                raise where(name, f"log must be true or false, got {log!r}")
             if log and low <= 0:
                 raise where(name, "a log scale needs lo > 0")
-            return Dim(name, k, low, high, step=step, log=bool(log))
+            return Dim(name, k, low, high, step=step, log=log)
     raise where(name, "expected a constant, {int = [lo, hi]}, {float = [lo, hi]} or {choices = [...]}")
 
 
@@ -163,7 +176,12 @@ def parse(text: str, path: str, name: str) -> Space:
     epochs = raw.get("epochs", 15)
     if not isinstance(epochs, int) or isinstance(epochs, bool) or not 1 <= epochs <= 15:
         raise where("epochs", f"must be a whole number from 1 to 15, got {epochs!r}")
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise where("description", f"must be a string, got {description!r}")
     dims_raw = raw.get("dimensions", {})
+    if not isinstance(dims_raw, dict):
+        raise where("dimensions", f"must be a table ([dimensions] and one line per dimension), got {dims_raw!r}")
     missing = sorted(set(DIMENSIONS) - set(dims_raw))
     if missing:
         raise SpaceError(f"{path}: [dimensions]: missing {', '.join(missing)} (give a constant to fix one)")
@@ -172,7 +190,7 @@ def parse(text: str, path: str, name: str) -> Space:
             raise where(key, f"unknown dimension (known: {', '.join(DIMENSIONS)})")
     dims = {k: _dim(k, dims_raw[k], where) for k in DIMENSIONS}
     digest = hashlib.sha256(text.encode()).hexdigest()
-    return Space(name, path, str(raw.get("description", "")), epochs, dims, digest)
+    return Space(name, path, description, epochs, dims, digest)
 
 
 def space_names() -> list[str]:
@@ -187,11 +205,7 @@ def load(name_or_path: str) -> Space:
         return parse(res.read_text(), f"{name_or_path}.toml", name_or_path)
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise SpaceError(f"cannot read space file {path}: {e.strerror}") from None
-        return parse(text, str(path), path.stem)
+        return parse(read_text(path, "space", "TOML", SpaceError), str(path), path.stem)
     raise SpaceError(f"unknown space {name_or_path!r}; known: {', '.join(space_names())} (or give a .toml path)")
 
 
@@ -209,29 +223,29 @@ def _suggest(trial, d: Dim, name: str | None = None):
     return trial.suggest_float(name, d.low, d.high, log=d.log)
 
 
-def build_config(v: dict, widths: list[int], epochs: int, name: str = "") -> spec.Config:
+def build_config(values: dict, widths: list[int], epochs: int, name: str = "") -> spec.Config:
     """The config of one point of the family: structural values `v` and the conv widths."""
-    n1, n2, pad = v["convs_before_pool"], v["convs_after_pool"], v["pad_first"]
+    n1, n2, pad = values["convs_before_pool"], values["convs_after_pool"], values["pad_first"]
     layers = [{"op": "conv", "out": w, "padding": pad if i < 2 else 0} for i, w in enumerate(widths[:n1])]
     layers.append({"op": "pool"})
-    if v["transition"] == "1x1":
-        layers.append({"op": "conv", "out": v["transition_width"], "kernel": 1})
+    if values["transition"] == "1x1":
+        layers.append({"op": "conv", "out": values["transition_width"], "kernel": 1})
     layers += [{"op": "conv", "out": w} for w in widths[n1 : n1 + n2]]
-    if v["head"] == "conv":
+    if values["head"] == "conv":
         layers[-1]["out"] = spec.CLASSES  # the last 3x3 conv gives the class maps
         layers.append({"op": "gap"})
-    elif v["head"] == "conv1x1":
+    elif values["head"] == "conv1x1":
         layers += [{"op": "conv", "out": spec.CLASSES, "kernel": 1}, {"op": "gap"}]
     else:
         layers += [{"op": "gap"}, {"op": "fc", "out": spec.CLASSES}]
-    recipe = {k: v[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "step_size", "gamma")}
-    recipe.update(dropout=v["dropout"], rotation=v["rotation"], epochs=epochs)
+    recipe = {k: values[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "step_size", "gamma")}
+    recipe.update(dropout=values["dropout"], rotation=values["rotation"], epochs=epochs)
     return spec.from_dict({"name": name, "layers": layers, "recipe": recipe})
 
 
-def n_widths(v: dict) -> int:
+def n_widths(values: dict) -> int:
     """Conv widths to draw: every 3x3 conv, less the last one when it is the class layer."""
-    return v["convs_before_pool"] + v["convs_after_pool"] - (1 if v["head"] == "conv" else 0)
+    return values["convs_before_pool"] + values["convs_after_pool"] - (1 if values["head"] == "conv" else 0)
 
 
 def suggest(trial, space: Space) -> spec.Config:

@@ -2,11 +2,11 @@
 
 A config is a list of layers (the network) and a recipe (how to train it). From a config alone,
 with plain arithmetic and no torch, come its exact trainable-parameter count, its multiply-
-accumulates per image, a per-layer summary and the receptive-field table in the seed's columns.
+accumulates per image, a per-layer summary and the receptive-field table in the reference's columns.
 
 Conventions (fixed once, used by baselines, trials, replays and exports alike):
 - a conv has no bias; every conv but the output layer is followed by ReLU, BatchNorm, Dropout
-  (the seed's order), so it owns 2 * out BatchNorm parameters (weight and bias);
+  (the reference's order), so it owns 2 * out BatchNorm parameters (weight and bias);
 - the *output layer* is the last conv (GAP head) or the last fc (FC head): it has no ReLU, BN
   or dropout, and its width is the number of classes; a hidden fc is followed by ReLU;
 - "pool" is a 2x2 max-pool with stride 2; "gap" averages the whole map to 1x1.
@@ -15,11 +15,13 @@ Conventions (fixed once, used by baselines, trials, replays and exports alike):
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 
 from nas import NasError
+from nas.files import read_text
 
 IMAGE_SIZE = 28  # MNIST: 1 x 28 x 28
 IN_CHANNELS = 1
@@ -63,7 +65,7 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Reported:
-    """Numbers the seed itself reported for a baseline (percent), shown beside ours."""
+    """Numbers the reference experiment itself reported for a baseline (percent), shown beside ours."""
 
     params: int | None = None
     train_acc: float | None = None
@@ -76,7 +78,7 @@ class Config:
     recipe: Recipe = field(default_factory=Recipe)
     name: str = ""  # short identifier, e.g. "baseline-6"
     description: str = ""  # what this network is and where it came from
-    reported: Reported | None = None  # the seed's numbers, for baselines
+    reported: Reported | None = None  # the reference's numbers, for baselines
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "description": self.description}
@@ -103,10 +105,13 @@ def _check_keys(d: object, allowed: set[str], where: str) -> dict:
 
 
 def _number(value, where: str, *, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
+    """Every number of a config passes here: its type, then finiteness, then its range."""
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if integer else "a number"
         raise SpecError(f"{where}: must be {kind}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # json reads NaN, Infinity, -Infinity
+        raise SpecError(f"{where}: must be a finite number, got {value!r}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise SpecError(f"{where}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -134,42 +139,83 @@ def _layer(d: object, where: str) -> Layer:
     return Layer(op)
 
 
+# The range of each numeric recipe field, as keywords of _number (bounds inclusive unless *_open).
+RECIPE_RANGES = {
+    "lr": {"lo": 0, "lo_open": True},
+    "momentum": {"lo": 0, "hi": 1, "hi_open": True},
+    "weight_decay": {"lo": 0},
+    "batch_size": {"lo": 1},
+    "epochs": {"lo": 1},
+    "step_size": {"lo": 1},
+    "gamma": {"lo": 0, "hi": 1, "lo_open": True},
+    "dropout": {"lo": 0, "hi": 1, "hi_open": True},
+    "rotation": {"lo": 0, "hi": 180},
+}
+RECIPE_CHOICES = {"optimizer": ("sgd", "adam")}
+
+
 def _recipe(d: object, where: str) -> Recipe:
+    """Each field is checked by its declared type (so a new field is checked as soon as it is
+    declared): numbers by _number, finite and in RECIPE_RANGES; booleans must be true or false."""
     d = _check_keys(d, {f.name for f in fields(Recipe)}, where)
     r = Recipe(**d)
-    if r.optimizer not in ("sgd", "adam"):
-        raise SpecError(f"{where}.optimizer: must be 'sgd' or 'adam', got {r.optimizer!r}")
-    _number(r.lr, f"{where}.lr", lo=0, lo_open=True)
-    _number(r.momentum, f"{where}.momentum", lo=0, hi=1, hi_open=True)
-    if not isinstance(r.nesterov, bool):
-        raise SpecError(f"{where}.nesterov: must be true or false, got {r.nesterov!r}")
-    _number(r.weight_decay, f"{where}.weight_decay", lo=0)
-    _number(r.batch_size, f"{where}.batch_size", integer=True, lo=1)
-    _number(r.epochs, f"{where}.epochs", integer=True, lo=1)
-    if r.step_size is not None:
-        _number(r.step_size, f"{where}.step_size", integer=True, lo=1)
-    _number(r.gamma, f"{where}.gamma", lo=0, hi=1, lo_open=True)
-    _number(r.dropout, f"{where}.dropout", lo=0, hi=1, hi_open=True)
-    _number(r.rotation, f"{where}.rotation", lo=0, hi=180)
+    for f in fields(Recipe):
+        value, at = getattr(r, f.name), f"{where}.{f.name}"
+        kind, optional = f.type.removesuffix(" | None"), f.type.endswith(" | None")
+        if optional and value is None:
+            continue
+        if kind in ("int", "float"):
+            _number(value, at, integer=kind == "int", **RECIPE_RANGES.get(f.name, {}))
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise SpecError(f"{at}: must be true or false, got {value!r}")
+        elif kind == "str":
+            choices = RECIPE_CHOICES.get(f.name)
+            if choices and value not in choices:
+                raise SpecError(f"{at}: must be {' or '.join(map(repr, choices))}, got {value!r}")
+            _text(value, at)
+        else:  # a field of a new type: teach this loop to check it
+            raise TypeError(f"Recipe.{f.name}: no check for type {f.type}")
     return r
 
 
-def from_dict(d: object, where: str = "config") -> Config:
+def _reported(d: object, where: str) -> Reported:
+    d = _check_keys(d, {f.name for f in fields(Reported)}, where)
+    if d.get("params") is not None:
+        _number(d["params"], f"{where}.params", integer=True, lo=0)
+    for k in ("train_acc", "test_acc"):
+        if d.get(k) is not None:
+            _number(d[k], f"{where}.{k}", lo=0, hi=100)
+    return Reported(**d)
+
+
+def _text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"{where}: must be a string, got {value!r}")
+    return value
+
+
+def _name(value: object, where: str) -> str:
+    """A config's name names its run folder (results/runs/<name>/): one plain folder name."""
+    name = _text(value, where)
+    if "/" in name or "\\" in name or name.startswith(".") or not name.isprintable():
+        raise SpecError(f"{where}: must be a plain folder name (no slash, no leading dot), got {name!r}")
+    return name
+
+
+def from_dict(raw: object, where: str = "config") -> Config:
     """Parse and validate a config; every error names the offending field."""
-    d = _check_keys(d, {"name", "description", "reported", "layers", "recipe"}, where)
-    layers = d.get("layers")
+    raw = _check_keys(raw, {"name", "description", "reported", "layers", "recipe"}, where)
+    layers = raw.get("layers")
     if not isinstance(layers, list) or not layers:
         raise SpecError(f"{where}.layers: must be a non-empty list of layers")
-    reported = None
-    if d.get("reported") is not None:
-        rep = _check_keys(d["reported"], {"params", "train_acc", "test_acc"}, f"{where}.reported")
-        reported = Reported(**rep)
+    reported = raw.get("reported")
     config = Config(
         layers=tuple(_layer(x, f"{where}.layers[{i}]") for i, x in enumerate(layers)),
-        recipe=_recipe(d.get("recipe", {}), f"{where}.recipe"),
-        name=str(d.get("name", "")),
-        description=str(d.get("description", "")),
-        reported=reported,
+        recipe=_recipe(raw.get("recipe", {}), f"{where}.recipe"),
+        name=_name(raw.get("name", ""), f"{where}.name"),
+        description=_text(raw.get("description", ""), f"{where}.description"),
+        reported=None if reported is None else _reported(reported, f"{where}.reported"),
     )
     trace(config, where)  # shape checks: raises SpecError where a layer does not fit
     return config
@@ -178,10 +224,7 @@ def from_dict(d: object, where: str = "config") -> Config:
 def load(path: str | Path) -> Config:
     """Read a config JSON file; a missing, unreadable or invalid file raises SpecError."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SpecError(f"cannot read config file {path}: {e.strerror}") from None
+    text = read_text(path, "config", "JSON", SpecError)
     try:
         d = json.loads(text)
     except json.JSONDecodeError as e:
@@ -324,7 +367,7 @@ _OP_NAMES = {"conv": "Conv2d", "pool": "MaxPool", "gap": "GAP"}
 
 
 def rf_table(config: Config) -> list[tuple]:
-    """The receptive-field table in the seed's columns: one row per spatial layer."""
+    """The receptive-field table in the reference's columns: one row per spatial layer."""
     spatial = [r for r in trace(config) if r.layer.op != "fc"]
     return [
         (

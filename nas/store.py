@@ -11,6 +11,7 @@ import socket
 import warnings
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -74,8 +75,14 @@ def _begin_immediate(connection) -> None:
     """Optuna pops a queued trial with read-check-write under SELECT ... FOR UPDATE, which SQLite
     ignores: two workers could both pop the same queued trial (a baseline, a confirmation unit)
     and train it twice. BEGIN IMMEDIATE takes SQLite's write lock at the start of every
-    transaction, so the check and the write are atomic (tests/test_search.py pops concurrently)."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    transaction, so the check and the write are atomic (tests/test_search.py pops concurrently).
+
+    Not on a sqlite3 connection already inside a transaction: an in-memory database's pool
+    (SingletonThreadPool) hands its one connection to every engine.connect() of a thread, so
+    Optuna's get_current_version (alembic's revision read), called while a session holds a
+    transaction, as check_table_schema_compatibility does, begins on a connection already begun."""
+    if not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def mask(url: str) -> str:
@@ -195,8 +202,12 @@ def mark_owner(trial: optuna.Trial) -> None:
     trial.set_user_attr("owner_trial", trial.number)  # Optuna's retry copies these: the copy is not the owner
 
 
-def is_trained(t: optuna.trial.FrozenTrial) -> bool:
-    return bool(t.user_attrs.get("trained")) and t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+def is_trained(trial: optuna.trial.FrozenTrial) -> bool:
+    return bool(trial.user_attrs.get("trained")) and trial.state in (
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.RUNNING,
+    )
 
 
 def counts(study: optuna.Study) -> dict:
@@ -212,3 +223,80 @@ def counts(study: optuna.Study) -> dict:
         "failed": sum(1 for t in trials if t.state == TrialState.FAIL),
         "proposed": sum(1 for t in trials if "params" in t.user_attrs),
     }
+
+
+# --------------------------------------------------------------------------- nas studies
+
+
+def open_existing(url: str) -> optuna.storages.RDBStorage:
+    """The storage at `url`, which must exist: looking at a SQLite file must not create it."""
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).exists():
+        raise StorageError(f"no storage at {url}; run `nas search` first or pass --storage")
+    return open_storage(url)
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    """A search study as `nas studies` lists it."""
+
+    name: str
+    budget: int | None
+    space: str | None
+    trials: int  # every trial, infeasible proposals included
+    trained: int
+    best_value: float | None
+    best_params: int | None
+    pick: object | None  # nas.verdict.Verdict: the confirmed configuration best on validation
+
+
+def study_rows(url: str) -> list[StudyRow]:
+    """The search studies of a storage (confirmations are shown on their search's row)."""
+    from nas import verdict
+
+    storage = open_existing(url)
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    confirmations = {confirmation_name(x.study_name) for x in summaries}
+    rows = []
+    for x in summaries:
+        if x.study_name in confirmations:
+            continue
+        ident, best = x.user_attrs.get("identity", {}), x.best_trial
+        study = optuna.load_study(study_name=x.study_name, storage=storage)
+        picks = [v for v in verdict.stored(study) if v.mean is not None][:1]
+        rows.append(
+            StudyRow(
+                name=x.study_name,
+                budget=ident.get("budget"),
+                space=ident.get("space"),
+                trials=x.n_trials,
+                trained=counts(study)["trained"],
+                best_value=best.value if best else None,
+                best_params=best.user_attrs.get("params") if best else None,
+                pick=picks[0] if picks else None,
+            )
+        )
+    return rows
+
+
+def delete_study(url: str, name: str) -> list[str]:
+    """Delete a search study and its confirmation (they go together); returns their names."""
+    storage = open_existing(url)
+    doomed = with_confirmation(optuna.get_all_study_names(storage), name, url)
+    for study in doomed:
+        optuna.delete_study(study_name=study, storage=storage)
+    return doomed
+
+
+def rename(url: str, old: str, new: str, results_dir: Path) -> list[str]:
+    """Rename a study with its confirmation, and move its results folder; returns what was done."""
+    open_existing(url)
+    pairs = rename_plan(url, old, new)
+    folder, target = results_dir / old, results_dir / new
+    if folder.exists() and target.exists():
+        raise StorageError(f"{target} already exists; move it away or choose another name")
+    rename_study(url, pairs)
+    done = [f"renamed study {o!r} to {n!r} in {mask(url)}" for o, n in pairs]
+    if folder.exists():
+        folder.rename(target)
+        done.append(f"moved {folder} to {target} (`nas report --study {new}` rewrites it under the new name)")
+    return done

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nas import data, spec
+from nas import NasError, data, spec
 from nas.files import atomic
 from nas.graphs import GraphedSteps
 from nas.model import build
@@ -29,7 +29,7 @@ class Epoch:
     epoch: int  # 1-based
     lr: float  # learning rate used during this epoch
     train_loss: float  # mean cross-entropy over the epoch's training batches (with augmentation)
-    train_acc: float  # percent correct on those batches, as the seed measured it
+    train_acc: float  # percent correct on those batches, as the reference experiment measured it
     eval_loss: float  # on split.eval_name ("val" or "test")
     eval_acc: float  # percent
     seconds: float  # wall time of the epoch, evaluation included
@@ -44,13 +44,7 @@ class History:
     epochs: list[Epoch] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "seed": self.seed,
-            "device": self.device,
-            "eval_name": self.eval_name,
-            "loop": self.loop,
-            "epochs": [asdict(e) for e in self.epochs],
-        }
+        return asdict(self)  # the epochs as dicts too
 
 
 ROTATE_CHUNK = 16384  # images rotated at once by `epoch_rotation`
@@ -81,6 +75,29 @@ def keep_freed_memory() -> None:
     libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
 
 
+class DeviceError(NasError, ValueError):
+    """A device that is unknown or not available here."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """`pick_device(name)`, checked: the device exists here, and NAS_FUSED (read where the kernels
+    are chosen, also in forked workers) has a meaning."""
+    try:
+        device = pick_device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("--device cuda: no CUDA GPU is visible to torch here; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
+    if os.environ.get("NAS_FUSED", "1") not in ("0", "1"):
+        raise DeviceError(
+            f"NAS_FUSED={os.environ['NAS_FUSED']!r}: use 1 (the fused Triton kernels on CUDA, the default) "
+            "or 0 (cuDNN's BatchNorm)"
+        )
+    return device
+
+
 def graphs_for(device: torch.device, graphs: bool | None) -> bool:
     if graphs and device.type != "cuda":
         raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
@@ -90,11 +107,10 @@ def graphs_for(device: torch.device, graphs: bool | None) -> bool:
 def fused_for(
     device: torch.device, fused: bool | None, graphs: bool, compiled: bool, bf16: bool, channels_last: bool
 ) -> bool:
-    """None = on CUDA where Triton is installed, in CUDA graphs (eager, Triton's launches cost more
-    than they save: 1.77-1.99 s an epoch against 1.45-1.51 unfused on an H100, session 10's
-    `benchmarks/gpu_replay.py`), unless an option the kernels do not serve is asked for:
-    torch.compile, bf16 autocast (they take float32) or channels_last (they read NCHW), or the
-    environment says NAS_FUSED=0 (the way back to cuDNN's BatchNorm from any nas command)."""
+    """None = on CUDA where Triton is installed, in CUDA graphs only (eager, Triton's launches cost
+    more than the kernels save: docs/performance.md), unless an option the kernels do not serve is
+    asked for: torch.compile, bf16 autocast (they take float32) or channels_last (they read NCHW),
+    or the environment says NAS_FUSED=0 (the way back to cuDNN's BatchNorm from any nas command)."""
     if fused is not None:
         return fused
     plain = graphs and not (compiled or bf16 or channels_last) and os.environ.get("NAS_FUSED") != "0"
@@ -147,26 +163,22 @@ def train(
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
     `channels_last`: NHWC memory layout for model and batches; None = on a CPU running one torch
-    thread (a `--jobs` worker), where `nas bench` measured 1.27x, and not on two threads, where
-    BatchNorm's NHWC kernel scales badly (0.69x; `nas bench` prints both).
+    thread (a `--jobs` worker), where it is faster, and not on two threads, where BatchNorm's NHWC
+    kernel scales badly (`nas bench` measures both).
     `checkpoint`: a file written after every epoch (weights, optimizer, schedule, random states,
     history); when it exists, training resumes after its last epoch and ends exactly as an
     uninterrupted run would. `on_epoch` sees every epoch, the restored ones included.
     `graphs`: replay the step as a CUDA graph (nas.graphs); None = yes on CUDA. `bf16`: autocast
-    the forward pass to bfloat16 (a GPU option; slower on this project's CPU). `compiled`: the
-    training forward pass through torch.compile (inductor, torch's random numbers kept: dropout
-    draws as in eager mode); slower on this project's CPU (`benchmarks/cpu_levers.py --parts 3`);
-    on an H100 0.311 s an epoch against 0.376 once compiled, but compiling takes 35 s
-    (`benchmarks/gpu_replay.py`), too dear for a search's many architectures.
+    the forward pass to bfloat16 (a GPU option). `compiled`: the training forward pass through
+    torch.compile (inductor, torch's random numbers kept: dropout draws as in eager mode); its
+    compile time outweighs its gain for a search's many short-lived architectures.
     `epoch_rotation`: rotate every training image once at the start of each epoch (a few large
     kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
-    (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace (5.6-5.7 s
-    against 5.9 s for a replay on an H100 in session 6, `benchmarks/gpu_replay.py`); on the CPU
-    the per-batch path keeps recorded runs reproducible.
+    (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace; on the
+    CPU the per-batch path keeps recorded runs reproducible.
     `fused`: every ReLU -> BatchNorm -> Dropout block trains as Triton kernels (nas.fused), a
     CUDA option (off CUDA only under Triton's interpreter, TRITON_INTERPRET=1, as the tests run it);
-    None = in CUDA graphs (fused_for): on an H100 0.257 s an epoch against 0.347-0.350 with cuDNN's
-    BatchNorm, a replay 3.87-3.92 s against 5.20-5.36 (`benchmarks/gpu_replay.py`, session 10)."""
+    None = in CUDA graphs (fused_for). docs/performance.md has the figures behind each default."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe

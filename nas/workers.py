@@ -16,6 +16,18 @@ class WorkerError(NasError, RuntimeError):
     """A worker process that exited with an error."""
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop a run cleanly (KeyboardInterrupt), even where the shell started
+    nas with SIGINT ignored (a background job of a script)."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity: a container's or a job scheduler's
     cpuset, `taskset`), not every CPU of the machine."""
@@ -43,7 +55,7 @@ def _child(target, settings, threads: int, parent: int) -> None:
 
 def default_start_method() -> None:
     """A forked worker inherits 'forkserver' as its default start method; put back the platform's
-    (fork on Linux), as a fresh process has it: a DataLoader's workers (the seed pipeline's) would
+    (fork on Linux), as a fresh process has it: a DataLoader's workers (the reference pipeline's) would
     otherwise each start a server of their own and import everything again."""
     import multiprocessing
 
@@ -122,7 +134,7 @@ def context():
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch._dynamo", "nas.search", "nas.confirm"])
+    ctx.set_forkserver_preload(["torch._dynamo", "nas.search", "nas.objective", "nas.confirm"])
     return ctx
 
 

@@ -10,7 +10,7 @@ LO, HI = 8, 24  # widths the rule considers
 
 
 def smoothest(n_hidden: int, target: int, fc_head: bool, padded: bool) -> tuple[int, ...]:
-    """Among all hidden-width tuples (LO..HI) of the seed's conv stack whose parameter count is
+    """Among all hidden-width tuples (LO..HI) of the reference's conv stack whose parameter count is
     exactly `target`, the one with the least sum of squared differences between consecutive
     channel counts (the 10 outputs included), ties to fewer MACs, then the smaller tuple.
     The count is linear in the last width, so it is solved for instead of enumerated."""

@@ -2,7 +2,7 @@
 (Speed itself is measured by the command, not asserted by a timed test.)"""
 
 import pandas as pd
-from conftest import run_nas
+from conftest import REPO, run_nas
 
 from nas import bench, spec
 
@@ -17,10 +17,10 @@ def test_scaled_configs_hit_their_parameter_targets():
 def test_bench_quick_prints_ratios_and_writes_csv(tmp_path, data_dir):
     r = run_nas("bench", "--quick", "--jobs", "2", "--workers", "1", "--data-dir", data_dir, "--results-dir", tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "seed pipeline: DataLoader + PIL RandomRotation" in r.stdout and "vs seed pipeline" in r.stdout
+    assert "reference pipeline: DataLoader + PIL RandomRotation" in r.stdout and "vs reference pipeline" in r.stdout
     (throughput,) = (tmp_path / "bench").glob("*-throughput.csv")
     frame = pd.read_csv(throughput)
-    assert len(frame) == 7 and (frame["img_per_s"] > 0).all()  # seed x 2, nas x 2 layouts, --jobs x 2, eval
+    assert len(frame) == 7 and (frame["img_per_s"] > 0).all()  # reference x 2, nas x 2 layouts, --jobs x 2, eval
     assert frame["ratio"].iloc[0] == 1.0 and frame["cpu"].notna().all() and (frame["torch"] != "").all()
     (scaling,) = (tmp_path / "bench").glob("*-scaling.csv")
     assert pd.read_csv(scaling)["params"].tolist() == [
@@ -28,22 +28,31 @@ def test_bench_quick_prints_ratios_and_writes_csv(tmp_path, data_dir):
     ]
 
 
-def test_naive_search_pipeline_trains_on_the_same_split(tmp_path, data_dir):
-    """`--pipeline seed`: the search's naive baseline (DataLoader + PIL) runs trials end to end."""
+def test_naive_search_trains_with_the_reference_pipeline(tmp_path, data_dir):
+    """benchmarks/search_throughput.py's naive setting: nas.search.run with workers whose trials
+    train with the reference pipeline (DataLoader + PIL) on the same split, end to end."""
+    import sys
+
     import optuna
 
-    r = run_nas("search", "--budget", "8000", "--trials", "2", "--epochs", "2", "--train-limit", "600",
-                "--val-limit", "300", "--pipeline", "seed", "--pruner", "none", "--no-confirm", "--no-baselines",
-                "--study", "naive", "--data-dir", data_dir, "--results-dir", tmp_path)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    study = optuna.load_study(study_name="naive", storage=f"sqlite:///{tmp_path}/nas.db")
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    from nas import search
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import search_throughput
+
+    s = search.Settings(budget=8000, trials=2, epochs=2, train_limit=600, val_limit=300, pruner="none",
+                        confirm=False, baselines=False, study="naive", device="cpu", data_dir=str(data_dir),
+                        results_dir=str(tmp_path))  # fmt: skip
+    outcome = search.run(s, worker=search_throughput.reference_search_worker)
+    done = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2 and all(len(t.user_attrs["history"]) == 2 for t in done)
-    assert all(0 < t.value <= 100 for t in done)
+    assert all(0 < t.value <= 100 for t in done) and outcome.confirmation is None
+    assert search_throughput.trials_per_hour(outcome.study)["trained"] == 2
+    assert outcome.finished.path == tmp_path / "naive" / "leaderboard.csv" and outcome.finished.path.exists()
 
 
-def test_seed_pipeline_trains_torch_modules_only():
-    """The reference is the seed's plain PyTorch: torch's nn.Dropout, not nas's CPU dropout."""
+def test_reference_pipeline_trains_torch_modules_only():
+    """The reference pipeline is the reference experiment's plain PyTorch: torch's nn.Dropout, not nas's CPU dropout."""
     from torch import nn
 
     from nas.model import Dropout, count_parameters

@@ -17,7 +17,7 @@ def run(*args, env=None):
     return subprocess.run([str(nas), *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
-def test_list_shows_ten_baselines_with_the_seed_counts():
+def test_list_shows_ten_baselines_with_the_reference_counts():
     r = run("replay", "--list")
     assert r.returncode == 0, r.stderr
     for name in spec.baseline_names():
@@ -98,30 +98,25 @@ def test_invalid_config_file_names_the_field(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "argv,message",
     [
-        ["replay", "baseline-6", "--seeds", "0"],
-        ["replay", "x", "--epochs", "-1"],
-        ["dashboard", "--port", "0"],
-        ["bogus"],
+        (["replay", "baseline-6", "--seeds", "0"], "nas replay: error: argument --seeds: must be >= 1, got 0"),
+        (["replay", "baseline-6", "--epochs", "-1"], "nas replay: error: argument --epochs: must be >= 1, got -1"),
+        (["dashboard", "--port", "0"], "nas dashboard: error: argument --port: must be >= 1, got 0"),
+        (["bogus"], "nas: error: argument command: invalid choice: 'bogus'"),
     ],
 )
-def test_argument_errors_exit_2(argv):
+def test_argument_errors_exit_2_with_one_line(argv, message):
     r = run(*argv)
-    assert r.returncode == 2 and "error" in r.stderr
+    assert r.returncode == 2 and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+    assert r.stdout == ""
 
 
 def test_results_folder_not_created_on_failure(tmp_path):
-    run(
-        "replay",
-        "baseline-6",
-        "--data-dir",
-        str(tmp_path / "empty"),
-        "--no-download",
-        "--results-dir",
-        str(tmp_path / "res"),
-    )
-    assert not (tmp_path / "res").exists()
+    r = run("replay", "baseline-6", "--data-dir", str(tmp_path / "empty"), "--no-download",
+            "--results-dir", str(tmp_path / "res"))  # fmt: skip
+    assert r.returncode == 2 and r.stderr.startswith("nas: error: MNIST files train-images-idx3-ubyte"), r.stderr
+    assert "are missing in" in r.stderr and not (tmp_path / "res").exists()
 
 
 def test_console_script_is_the_module():
@@ -130,12 +125,12 @@ def test_console_script_is_the_module():
 
 
 def test_interrupt_exits_130_and_leaves_no_empty_run_folder(data_dir, tmp_path, monkeypatch):
-    from nas import replay
+    from nas import train
 
-    def interrupted(*args, **kwargs):
+    def interrupted(*args, **kwargs):  # Ctrl-C during the first seed's training
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(replay, "replay", interrupted)
+    monkeypatch.setattr(train, "train", interrupted)
     code = cli.main(["replay", "baseline-6", "--data-dir", str(data_dir), "--results-dir", str(tmp_path)])
     assert code == 130
     assert list((tmp_path / "baselines" / "baseline-6").iterdir()) == []

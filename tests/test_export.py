@@ -5,6 +5,7 @@ import importlib.util
 import json
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from conftest import run_nas
@@ -21,7 +22,7 @@ def exported(confirmed, tmp_path_factory):
     return out, json.loads((out / "export.json").read_text())
 
 
-def test_export_writes_the_folder_and_picks_the_median_seed(exported):
+def test_export_writes_the_folder_and_picks_the_median_seed(exported, confirmed):
     out, info = exported
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
@@ -31,8 +32,39 @@ def test_export_writes_the_folder_and_picks_the_median_seed(exported):
         "weights.pt",
     ]
     assert info["seeds_confirmed"] == [0, 1, 2] and info["params"] < 8000
+    # the per-seed final test accuracies as confirmation stored them, read here without nas
+    units = optuna.load_study(study_name="one-confirm", storage=f"sqlite:///{confirmed}/nas.db").trials
+    runs = {t.user_attrs["seed"]: t.value for t in units if t.user_attrs.get("source_trial") == info["trial"]}
+    assert sorted(runs) == [0, 1, 2] and info["test_acc_of_seeds"] == [runs[s] for s in (0, 1, 2)]
     # the typical run, not the lucky one: weights of the seed whose test accuracy is the median
-    assert info["seed"] == export.pick_seed(dict(zip([0, 1, 2], info["test_acc_of_seeds"], strict=True)), None)
+    # (3 seeds: the middle one; ties go to the smallest seed)
+    median = sorted(runs.values())[1]
+    expected = min(s for s, acc in runs.items() if acc == median)
+    assert info["seed"] == expected, runs
+    assert info["test_acc"] == runs[expected]  # and export.json reports that seed's accuracy
+
+
+@pytest.mark.parametrize(
+    ("runs", "seed", "expected"),
+    [
+        ({0: 97.1, 1: 98.4, 2: 95.0}, None, 0),  # odd count: the middle accuracy
+        ({3: 91.0, 5: 99.0, 7: 95.0}, None, 7),
+        ({0: 90.0, 1: 96.0, 2: 94.0, 3: 92.0}, None, 3),  # even count: the lower middle one (92)
+        ({4: 80.0, 9: 70.0}, None, 9),
+        ({2: 95.0, 0: 95.0, 1: 99.0}, None, 0),  # ties: the smallest seed
+        ({5: 98.0, 3: 97.0, 1: 97.0, 0: 99.0}, None, 1),
+        ({0: 97.1}, None, 0),
+        ({0: 97.1, 1: 98.4, 2: 95.0}, 1, 1),  # an explicit seed wins, lucky or not
+        ({0: 97.1, 1: 98.4, 2: 95.0}, 2, 2),
+    ],
+)
+def test_pick_seed_takes_the_median_run_or_the_requested_seed(runs, seed, expected):
+    assert export.pick_seed(runs, seed) == expected
+
+
+def test_pick_seed_refuses_a_seed_that_was_not_confirmed():
+    with pytest.raises(export.ExportError, match=r"no confirmation run with seed 3; seeds: 0, 1, 2"):
+        export.pick_seed({2: 95.0, 0: 97.0, 1: 96.0}, 3)
 
 
 def test_exported_model_tests_as_confirmation_measured(exported, data_dir):

@@ -68,12 +68,43 @@ model.load_state_dict(plain.state_dict())
 fused = Fused(model)
 x = torch.randn(6, 1, 28, 28)
 plain(x).square().sum().backward(); fused(x).square().sum().backward()
+errors = [err(fused(x).detach(), plain(x).detach())]  # a second training step: statistics move on
+errors += [err(b.grad, a.grad) for a, b in zip(plain.parameters(), model.parameters())]
+with torch.no_grad():
+    # evaluation through the fused wrapper against the plain modules torch trained alongside it
+    eval_error = err(fused.eval()(x), plain.eval()(x))
 out["model"] = {
-    "errors": [err(fused(x).detach(), plain(x).detach())]
-              + [err(b.grad, a.grad) for a, b in zip(plain.parameters(), model.parameters())],
-    "eval_identical": torch.equal(fused.eval()(x), model.eval()(x)),
-    "eval_error": err(model(x), plain.eval()(x)),
+    "errors": errors,
+    "eval_error": eval_error,
     "state_dict_keys": list(model.state_dict()) == list(plain.state_dict()),
+}
+
+# with dropout, after a fused training step: evaluation is the plain network's, bit for bit (same
+# weights and running statistics, dropout off), deterministic, and it changes no state
+dropped = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, dropout=0.25))
+torch.manual_seed(2)
+model = build(dropped)
+fused = Fused(model)
+fused(x).sum().backward()
+with torch.no_grad():
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # learned affine weights, not their 1 and 0 initial values
+            m.weight.uniform_(0.5, 1.5); m.bias.uniform_(-1, 1)
+reference = build(dropped)
+reference.load_state_dict(model.state_dict())
+reference.eval()
+before = {k: v.clone() for k, v in model.state_dict().items()}
+with torch.no_grad():
+    first, second, want = fused.eval()(x), fused(x), reference(x)
+    unchanged = all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    trained = fused.train()(x)
+out["eval"] = {
+    "identical": torch.equal(first, want),
+    "error": err(first, want),
+    "deterministic": torch.equal(first, second),
+    "state_unchanged": unchanged,
+    "has_dropout": any(isinstance(m, nn.Dropout) for m in reference),
+    "train_differs": err(trained, want),  # the check above can tell training mode from evaluation
 }
 
 split = data.make_split(data.load_mnist(download=False), "val", train_limit=16, eval_limit=16)
@@ -122,7 +153,11 @@ def test_fused_block_drops_with_probability_p_and_matches_torch_on_the_kept(repo
 def test_fused_model_trains_as_the_plain_one_and_evaluates_identically(report):
     r = report["model"]
     assert max(r["errors"]) < 1e-5  # output and every parameter's gradient
-    assert r["eval_identical"] and r["eval_error"] < 1e-5 and r["state_dict_keys"]
+    assert r["eval_error"] < 1e-5, r  # running statistics the kernels kept, used in evaluation
+    assert r["state_dict_keys"]
+    e = report["eval"]
+    assert e["has_dropout"] and e["train_differs"] > 0.1, e
+    assert e["identical"] and e["deterministic"] and e["state_unchanged"], e
 
 
 def test_train_with_fused_runs_an_epoch(report):

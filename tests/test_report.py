@@ -37,7 +37,7 @@ def check_report(folder, study: optuna.Study, budget: int) -> None:
     assert len(trained) and (trained["params"] < budget).all()
     summary = (folder / "summary.md").read_text()
     assert "## Top configurations, confirmed on the test set" in summary and "| Layer No. |" in summary
-    assert summary.count("| baseline-") == 10  # the seed's baselines beside the study's numbers
+    assert summary.count("| baseline-") == 10  # the reference baselines beside the study's numbers
 
 
 def test_report_on_the_committed_real_study(tmp_path, data_dir):
@@ -93,23 +93,28 @@ def get(url: str):
         return response.read()
 
 
-def test_dashboard_serves_the_study_its_attributes_and_artifacts(reported):
+def test_dashboard_serves_the_study_its_attributes_and_artifacts(reported, tmp_path):
     port = free_port()
-    server = subprocess.Popen(
-        [NAS, "dashboard", "--study", "one", "--port", str(port), "--results-dir", str(reported)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log, errors = tmp_path / "stdout.txt", tmp_path / "stderr.txt"  # files: a full pipe never blocks it
+    with log.open("w") as out, errors.open("w") as err:
+        server = subprocess.Popen(
+            [NAS, "dashboard", "--study", "one", "--port", str(port), "--results-dir", str(reported)],
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
+        deadline = time.monotonic() + 60
         while True:
             try:
                 studies = json.loads(get(f"{base}/api/studies"))["study_summaries"]
                 break
             except OSError:
-                assert time.time() < deadline and server.poll() is None, "the dashboard did not start"
+                if server.poll() is not None:
+                    pytest.fail(f"the dashboard exited with {server.returncode} before serving:\n{errors.read_text()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the dashboard did not answer on {base}/api/studies within 60 s")
                 time.sleep(0.5)
         (one,) = [s for s in studies if s["study_name"] == "one"]
         detail = json.loads(get(f"{base}/api/studies/{one['study_id']}"))
@@ -122,10 +127,22 @@ def test_dashboard_serves_the_study_its_attributes_and_artifacts(reported):
         figures = {a["filename"]: a["artifact_id"] for a in detail["artifacts"]}
         assert set(FIGURES) <= set(figures)
         assert get(f"{base}/artifacts/{one['study_id']}/{figures['params_vs_accuracy.png']}").startswith(PNG)
-    finally:
+        assert server.poll() is None, "the dashboard stopped on its own"
+        # SIGTERM (a service manager, `kill`) stops it as Ctrl-C does (nas turns it into a
+        # KeyboardInterrupt, which optuna-dashboard's server takes as its stop): a normal exit, 0
         server.terminate()
-        server.wait(timeout=30)
-    assert server.returncode is not None
+        try:
+            code = server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the dashboard did not exit within 30 s of SIGTERM")
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=30)
+    stderr = errors.read_text()
+    assert code == 0, f"exit code {code}:\n{stderr}"
+    assert "Traceback" not in stderr and "Traceback" not in log.read_text(), stderr
+    assert f"127.0.0.1:{port}/dashboard/studies/{one['study_id']}" in log.read_text()  # the page it announced
 
 
 def test_result_files_are_written_whole_with_the_usual_permissions(tmp_path):

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import torch
 
-from nas import search, space, spec, store, train
+from nas import objective, search, space, spec, store, train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAS = str(Path(sys.executable).parent / "nas")
@@ -271,11 +271,11 @@ def test_a_non_finite_loss_ends_the_trial_as_pruned_with_the_reason(tmp_path):
     sp = space.load("default")
     s = search.Settings(trials=1, results_dir=str(tmp_path), storage=f"sqlite:///{tmp_path}/x.db")
     study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(search.baseline_params(spec.load_baseline("baseline-6"), sp))
+    study.enqueue_trial(objective.baseline_params(spec.load_baseline("baseline-6"), sp))
 
     def fit(config, seed, on_epoch):  # a training run whose loss blew up in its first epoch
         on_epoch(train.Epoch(1, 0.01, float("nan"), 0.0, float("nan"), 10.0, 1.0))
 
-    study.optimize(search.objective_for(study, s, sp, None, "cpu", fit), n_trials=1)
+    study.optimize(objective.objective_for(study, s, sp, None, "cpu", fit), n_trials=1)
     t = study.trials[0]
     assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["fault"] == "train loss became nan in epoch 1"

@@ -1,9 +1,11 @@
 """Search spaces: validation with file, line and field; sampling; the hard budget as a property."""
 
+import math
+
 import optuna
 import pytest
 
-from nas import search, space, spec, store
+from nas import objective, search, space, spec, store
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEFAULT = space.load("default")
@@ -27,7 +29,7 @@ def test_smallest_model_is_a_lower_bound_of_every_sample():
 @pytest.mark.parametrize("name", ["baseline-6", "baseline-6-rf32", "baseline-6-10k", "baseline-1"])
 def test_baselines_inside_the_space_rebuild_exactly(name):
     config = spec.load_baseline(name)
-    params = search.baseline_params(config, DEFAULT)
+    params = objective.baseline_params(config, DEFAULT)
     if name == "baseline-1":  # no StepLR: outside the default space
         assert params is None
         return
@@ -54,10 +56,10 @@ class Recorder:
 def test_no_trained_model_reaches_the_budget(budget, monkeypatch, tmp_path):
     """Thousands of samples; the gate is the only way to the trainer."""
     recorder = Recorder()
-    monkeypatch.setattr(search.train, "train", recorder)
+    monkeypatch.setattr(objective.train, "train", recorder)
     s = search.Settings(budget=budget, trials=10**6, results_dir=str(tmp_path))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=budget))
-    study.optimize(search.objective_for(study, s, DEFAULT, split=None, device="cpu"), n_trials=2000)
+    study.optimize(objective.objective_for(study, s, DEFAULT, split=None, device="cpu"), n_trials=2000)
     c = store.counts(study)
     assert c["proposed"] == 2000 and c["trained"] == len(recorder.params) > 100
     assert max(recorder.params) < budget
@@ -68,10 +70,10 @@ def test_no_trained_model_reaches_the_budget(budget, monkeypatch, tmp_path):
 
 
 def test_tpe_learns_to_avoid_infeasible_samples(monkeypatch, tmp_path):
-    monkeypatch.setattr(search.train, "train", Recorder())
+    monkeypatch.setattr(objective.train, "train", Recorder())
     s = search.Settings(budget=5000, trials=10**6, results_dir=str(tmp_path))
     study = optuna.create_study(direction="maximize", sampler=search.make_sampler(s))
-    study.optimize(search.objective_for(study, s, DEFAULT, split=None, device="cpu"), n_trials=120)
+    study.optimize(objective.objective_for(study, s, DEFAULT, split=None, device="cpu"), n_trials=120)
     infeasible = [bool(t.user_attrs.get("infeasible")) for t in study.trials]
     assert sum(infeasible[-40:]) < sum(infeasible[:40])  # random start vs. learnt
 
@@ -99,6 +101,21 @@ BAD_SPACES = [
     (BASE.replace("rotation = {float = [0.0, 20.0]}\n", ""), "[dimensions]: missing rotation"),
     (BASE.replace("epochs = 15", "epochs = 20"), ":3: epochs: must be a whole number from 1 to 15"),
     (BASE.replace("[dimensions]", "[dimensions"), "invalid TOML: "),
+    (BASE.replace("epochs = 15", "epochs = nan"), ":3: epochs: must be a whole number from 1 to 15, got nan"),
+    (BASE.replace("epochs = 15", "epochs = 15.0"), ":3: epochs: must be a whole number from 1 to 15, got 15.0"),
+    (BASE.replace("epochs = 15", "epochs = true"), ":3: epochs: must be a whole number from 1 to 15, got True"),
+    (BASE.replace("width = {int = [8, 24]}", "width = {int = [8.0, 24]}"), ":11: width: expected int values, got 8.0"),
+    (BASE.replace("[64, 128, 256]", "[64, 128.0]"), ":17: batch_size: expected int values, got 128.0"),
+    (BASE.replace("[64, 128, 256]", "[64, 128, 64]"), ":17: batch_size: choices must differ, 64 is given twice"),
+    (BASE.replace("[64, 128, 256]", "[]"), ":17: batch_size: choices must be a non-empty list"),
+    (BASE.replace("[3, 10]}", "[3, 10], step = 2}"), ":18: step_size: hi - lo must be a multiple of step 2"),
+    (BASE.replace("[3, 10]}", "[3, 10], step = true}"), ":18: step_size: step must be a positive integer, got True"),
+    (BASE.replace("[3, 10]}", "[3, 10], step = 0}"), ":18: step_size: step must be a positive integer, got 0"),
+    (BASE.replace("log = true", "log = 1"), ":14: lr: log must be true or false, got 1"),
+    (BASE.replace("[0.0, 0.15]}", "[0.0, 0.15], log = true}"), ":20: dropout: a log scale needs lo > 0"),
+    (BASE.replace("[0.1, 0.5]}", "[0.5, 0.1]}"), ":19: gamma: lo 0.5 is above hi 0.1"),
+    (BASE.replace("description = ", "description = 3 #"), ":2: description: must be a string, got 3"),
+    ("epochs = 15\ndimensions = [1, 2]\n", ":2: dimensions: must be a table"),
 ]
 
 
@@ -108,6 +125,51 @@ def test_bad_space_files_name_file_line_and_field(tmp_path, text, message):
     with pytest.raises(space.SpaceError) as e:
         space.load(path)
     assert str(e.value).startswith(path) and message in str(e.value)
+
+
+# --------------------------------------------------------------------------- every number, finite
+# Built from DIMENSIONS: a numeric dimension added there is covered here without a new row.
+
+NUMERIC = [name for name, (kind, *_) in space.DIMENSIONS.items() if kind in (int, float)]
+FORMS = {  # how a dimension can be written, with {v} where the bad number goes
+    "constant": "{v}",
+    "lo": "{{{kind} = [{v}, {hi}]}}",
+    "hi": "{{{kind} = [{lo}, {v}]}}",
+    "choice": "{{choices = [{lo}, {v}]}}",
+}
+
+
+def with_dimension(name: str, value: str, text: str = BASE) -> tuple[str, int]:
+    """The space `text` with `name` written as `value`; the line where it is."""
+    lines = text.splitlines()
+    (n,) = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == name]
+    lines[n] = f"{name} = {value}"
+    return "\n".join(lines) + "\n", n + 1
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=repr)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("name", NUMERIC)
+def test_every_number_of_a_space_must_be_finite(tmp_path, name, form, value):
+    """TOML reads nan, inf and -inf: in a constant, a bound or a choice, each is refused with the
+    file, line and dimension (an integer dimension refuses them as non-integers)."""
+    kind, lo, hi, _ = space.DIMENSIONS[name]
+    text, line = with_dimension(name, FORMS[form].format(v=repr(value), kind=kind.__name__, lo=lo, hi=hi))
+    path = write(tmp_path, text)
+    with pytest.raises(space.SpaceError) as e:
+        space.load(path)
+    reason = "must be a finite number" if kind is float else "expected int values"
+    assert str(e.value) == f"{path}:{line}: {name}: {reason}, got {value!r}"
+
+
+def test_bounds_of_every_dimension_are_accepted(tmp_path):
+    """The checks refuse no value the ranges allow: every numeric dimension at [lo, hi] at once."""
+    text = BASE
+    for name in NUMERIC:
+        kind, lo, hi, _ = space.DIMENSIONS[name]
+        text, _ = with_dimension(name, f"{{{kind.__name__} = [{lo}, {hi}]}}", text)
+    sp = space.load(write(tmp_path, text))
+    assert all((sp.dims[n].low, sp.dims[n].high) == space.DIMENSIONS[n][1:3] for n in NUMERIC)
 
 
 def test_unknown_space():

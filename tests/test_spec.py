@@ -1,6 +1,8 @@
-"""The config schema against PyTorch as the oracle: counts, MACs, shapes and the seed's RF tables."""
+"""The config schema against PyTorch as the oracle: counts, MACs, shapes and the reference's RF tables."""
 
 import json
+import math
+from dataclasses import fields
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from torch import nn
 from nas import spec
 from nas.model import build, count_parameters
 
-# The seed's two receptive-field tables, cell for cell (../shared/seed/discover-network-architectures.md)
+# The reference's two receptive-field tables, cell for cell (../shared/seed/discover-network-architectures.md)
 SEED_MODEL_1 = [
     (1, "Conv2d", 28, 3, 0, 1, 26, 1, 1, 1, 3),
     (2, "Conv2d", 26, 3, 0, 1, 24, 1, 1, 3, 5),
@@ -162,3 +164,112 @@ def test_spec_imports_neither_torch_nor_optuna():
 
     code = "import sys, nas.spec; sys.exit(bool({'torch', 'optuna'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --------------------------------------------------------------------------- every field, by its type
+# Built from the dataclasses: a field added to Recipe or Reported is covered here without a new row.
+
+
+def field_names(cls, *types: str) -> list[str]:
+    return [f.name for f in fields(cls) if f.type.removesuffix(" | None") in types]
+
+
+SECTIONS = {"recipe": spec.Recipe, "reported": spec.Reported}
+FLOATS = [(section, name) for section, cls in SECTIONS.items() for name in field_names(cls, "float")]
+INTS = [(section, name) for section, cls in SECTIONS.items() for name in field_names(cls, "int")]
+BOOLS = [(section, name) for section, cls in SECTIONS.items() for name in field_names(cls, "bool")]
+
+
+def with_field(section: str, name: str, value) -> dict:
+    return {"layers": [conv(10), {"op": "gap"}], section: {name: value}}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=repr)
+@pytest.mark.parametrize("section,name", FLOATS, ids=".".join)
+def test_every_float_field_must_be_finite(tmp_path, section, name, value):
+    """Through the file, as a user writes it: Python's json reads NaN, Infinity and -Infinity."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(with_field(section, name, value)))
+    assert ("NaN" if math.isnan(value) else "Infinity") in path.read_text()
+    with pytest.raises(spec.SpecError) as e:
+        spec.load(path)
+    assert str(e.value) == f"{path}.{section}.{name}: must be a finite number, got {value!r}"
+
+
+@pytest.mark.parametrize("value", [3.0, math.nan, "3", True], ids=repr)
+@pytest.mark.parametrize("section,name", INTS, ids=".".join)
+def test_every_int_field_takes_integers_only(section, name, value):
+    with pytest.raises(spec.SpecError, match=rf"config\.{section}\.{name}: must be an integer, got "):
+        spec.from_dict(with_field(section, name, value))
+
+
+@pytest.mark.parametrize("value", [1, 0, "true", None], ids=repr)
+@pytest.mark.parametrize("section,name", BOOLS, ids=".".join)
+def test_every_bool_field_takes_true_or_false_only(section, name, value):
+    with pytest.raises(spec.SpecError, match=rf"config\.{section}\.{name}: must be true or false, got "):
+        spec.from_dict(with_field(section, name, value))
+
+
+def test_every_numeric_recipe_field_has_a_range():
+    assert FLOATS and INTS and BOOLS
+    assert set(spec.RECIPE_RANGES) == set(field_names(spec.Recipe, "int", "float"))
+
+
+# the ends of each range: (field, a value just outside, the message; a value just inside)
+RANGES = [
+    ("lr", 0, "must be > 0, got 0", 1e-9),
+    ("lr", -0.01, "must be > 0, got -0.01", 10.0),
+    ("momentum", 1.0, "must be < 1, got 1.0", 0.0),
+    ("momentum", -0.1, "must be >= 0, got -0.1", 0.99),
+    ("weight_decay", -1e-4, "must be >= 0, got -0.0001", 0.0),
+    ("batch_size", 0, "must be >= 1, got 0", 1),
+    ("epochs", 0, "must be >= 1, got 0", 1),
+    ("step_size", 0, "must be >= 1, got 0", 1),
+    ("gamma", 0, "must be > 0, got 0", 1.0),
+    ("gamma", 1.5, "must be <= 1, got 1.5", 1e-3),
+    ("dropout", 1.0, "must be < 1, got 1.0", 0.0),
+    ("dropout", -0.1, "must be >= 0, got -0.1", 0.99),
+    ("rotation", -1.0, "must be >= 0, got -1.0", 0.0),
+    ("rotation", 181, "must be <= 180, got 181", 180),
+]
+
+
+@pytest.mark.parametrize("name,bad,message,good", RANGES, ids=[f"{r[0]}={r[1]}" for r in RANGES])
+def test_recipe_ranges(name, bad, message, good):
+    with pytest.raises(spec.SpecError) as e:
+        spec.from_dict(with_field("recipe", name, bad))
+    assert str(e.value) == f"config.recipe.{name}: {message}"
+    assert getattr(spec.from_dict(with_field("recipe", name, good)).recipe, name) == good
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (with_field("reported", "params", -1), "config.reported.params: must be >= 0, got -1"),
+        (with_field("reported", "test_acc", 101.0), "config.reported.test_acc: must be <= 100, got 101.0"),
+        ({"layers": [conv(10), {"op": "gap"}], "name": 3}, "config.name: must be a string, got 3"),
+        ({"layers": [conv(10), {"op": "gap"}], "name": "../up"}, "config.name: must be a plain folder name"),
+        ({"layers": [conv(10), {"op": "gap"}], "name": "a/b"}, "config.name: must be a plain folder name"),
+        ({"layers": [conv(10), {"op": "gap"}], "description": ["x"]}, "config.description: must be a string"),
+        ({"layers": [conv(10), {"op": "gap"}], "recipe": None}, "config.recipe: expected an object, got NoneType"),
+        ([{"layers": []}], "config: expected an object, got list"),
+    ],
+    ids=repr,
+)
+def test_other_fields(bad, message):
+    with pytest.raises(spec.SpecError) as e:
+        spec.from_dict(bad)
+    assert message in str(e.value)
+
+
+def test_load_names_the_file_for_bad_text(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_bytes('{"name": "réseau"}'.encode("latin-1"))
+    with pytest.raises(spec.SpecError, match=r"c\.json: not a JSON text file \(byte 11 is not UTF-8\)"):
+        spec.load(path)
+    path.write_text('[{"layers": []}]')
+    with pytest.raises(spec.SpecError, match=r"c\.json: expected an object, got list"):
+        spec.load(path)
+    path.write_text('{"layers": [{"op": "conv", "out": 10}, {"op": "gap"}], "recipe": {"lr": Infinity}}')
+    with pytest.raises(spec.SpecError, match=r"c\.json\.recipe\.lr: must be a finite number, got inf"):
+        spec.load(path)

@@ -39,13 +39,54 @@ def start(cmd, env=None, cpu: int | None = None) -> subprocess.Popen:
                             start_new_session=True, preexec_fn=pin)  # fmt: skip
 
 
+def stop(procs) -> list[str]:
+    """SIGKILL what is left of each `nas search` and its workers (its process group); their output."""
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return [p.communicate(timeout=30)[0] for p in procs]
+
+
+def fail_with_output(procs, message: str):
+    """Fail with `message` and the end of each process's output, after stopping them all."""
+    outs = stop(procs)
+    tails = (
+        f"\n--- `nas search` {i} (exit code {p.returncode}):\n{out[-3000:]}"
+        for i, (p, out) in enumerate(zip(procs, outs, strict=True))
+    )
+    pytest.fail(message + "".join(tails))
+
+
+def wait_until(condition, what: str, procs, timeout: float = 60) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds, or at once
+    when one of `procs` has exited."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if any(p.poll() is not None for p in procs):
+            fail_with_output(procs, f"a `nas search` exited while waiting for {what}")
+        if time.monotonic() > deadline:
+            fail_with_output(procs, f"no {what} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def finish(procs, timeout: float) -> list[str]:
+    """The output of each process once all have exited, within `timeout` seconds in all."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        fail_with_output(procs, f"the `nas search` processes had not all exited after {timeout:.0f} s")
+
+
 def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
     """Once a trial is done and another in training, SIGKILL the `nas search` running the latter
     and its workers; returns the numbers of the trials they were training."""
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if any(p.poll() not in (None, 0) for p in procs):
-            pytest.fail("a worker exited before the kill: " + "\n".join(p.stdout.read() for p in procs if p.poll()))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            fail_with_output(procs, "a `nas search` exited before the kill")
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.user_attrs.get("trained") and t.state.is_finished()]
         running = [t for t in trials if t.user_attrs.get("trained") and t.state == TrialState.RUNNING]
@@ -55,7 +96,7 @@ def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
             os.killpg(machine, signal.SIGKILL)
             return mine
         time.sleep(0.2)
-    pytest.fail("no trial was caught in training")
+    fail_with_output(procs, "no trial was caught in training within 300 s")
 
 
 def check_study(storage, name: str, killed: list[int]) -> None:
@@ -85,11 +126,13 @@ def test_three_machines_share_one_postgres_study_and_survive_a_killed_worker(tmp
     env = {**os.environ, store.HEARTBEAT_VAR: "2"}  # a silent worker's trial is failed after 8 s
     cpus = len(os.sched_getaffinity(0))
     procs = [start(command(PG, name, tmp_path / f"machine{i}", data_dir), env, cpu=i % cpus) for i in range(3)]
-    storage = store.open_storage(PG)
-    while not any(name == s for s in optuna.get_all_study_names(storage)):
-        time.sleep(0.2)
-    killed = kill_a_machine_mid_trial(optuna.load_study(study_name=name, storage=storage), procs)
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    try:
+        storage = store.open_storage(PG)
+        wait_until(lambda: name in optuna.get_all_study_names(storage), f"study {name!r} in PostgreSQL", procs)
+        killed = kill_a_machine_mid_trial(optuna.load_study(study_name=name, storage=storage), procs)
+        outs = finish(procs, 600)
+    finally:
+        stop([p for p in procs if p.returncode is None])
     tails = "\n---\n".join(o[-2000:] for o in outs)
     assert sorted(p.returncode for p in procs) == [-signal.SIGKILL, 0, 0], tails  # the two others finish the study
     assert not any("pg-s3cret" in o or PG.split("@")[0].split(":")[-1] in o for o in outs)  # password never shown
@@ -103,11 +146,13 @@ def test_killed_local_two_job_search_resumes_and_retries_the_killed_trial(tmp_pa
     storage = f"sqlite:///{tmp_path}/nas.db"
     cmd = command(storage, "local", tmp_path, data_dir, "--jobs", "2")
     proc = start(cmd)
-    while "local" not in optuna.get_all_study_names(storage):
-        time.sleep(0.2)
-    killed = kill_a_machine_mid_trial(optuna.load_study(study_name="local", storage=storage), [proc])
-    proc.communicate(timeout=60)
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        wait_until(lambda: "local" in optuna.get_all_study_names(storage), "study 'local' in SQLite", [proc])
+        killed = kill_a_machine_mid_trial(optuna.load_study(study_name="local", storage=storage), [proc])
+        finish([proc], 60)
+    finally:
+        stop([proc] if proc.returncode is None else [])
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     requeued = re.search(r"crashed trials failed and re-queued: \[([\d, ]+)\]", r.stdout)
     assert requeued and set(killed) <= {int(n) for n in requeued.group(1).split(",")}, r.stdout[:600]
@@ -121,6 +166,6 @@ def test_threads_follow_the_cpus_this_process_may_use():
         "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from nas import workers; "
         "print(workers.usable_cpus(), workers.worker_threads(1), workers.worker_threads(2))"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["1", "1", "1"], r.stderr
     assert workers.usable_cpus() == len(os.sched_getaffinity(0))

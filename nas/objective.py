@@ -1,0 +1,207 @@
+"""What one trial of a search does, in every worker process: suggest a config from the space,
+gate it by the budget (a model at or over it is recorded as infeasible and never trained), claim a
+training slot, train on the validation split with per-epoch reporting and pruning; and the worker
+loop that runs trials until the study has its trained trials. The reference baselines that the
+space can express are queued as the first trials.
+
+Each trial trains with seed = study seed + trial number (stored as the `seed` attribute) on the
+validation split (50,000 / 10,000 of the training images); the test set is never read here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, replace
+
+import optuna
+from optuna.trial import TrialState
+
+from nas import data, space, spec, train, verdict
+from nas.search import Settings, open_study
+from nas.store import counts, heartbeat_seconds, mark_owner, study_lock
+
+# --------------------------------------------------------------------------- baselines
+
+
+def baseline_params(config: spec.Config, sp: space.Space) -> dict | None:
+    """The space's parameters that rebuild `config` exactly, or None when it is outside the space."""
+    layers, r = config.layers, config.recipe
+    ops = [x.op for x in layers]
+    if ops.count("pool") != 1 or r.step_size is None:
+        return None
+    p = ops.index("pool")
+    after = list(layers[p + 1 : ops.index("gap")])
+    v = {"convs_before_pool": p, "pad_first": layers[0].padding, "transition": "none", "transition_width": None}
+    if after and after[0].kernel == 1:
+        v.update(transition="1x1", transition_width=after.pop(0).out)
+    if ops[-1] == "fc":
+        v["head"] = "fc"
+    elif after[-1].kernel == 1:
+        v["head"], after = "conv1x1", after[:-1]
+    else:
+        v["head"] = "conv"
+    v["convs_after_pool"] = len(after)
+    widths = [x.out for x in layers[:p]] + [x.out for x in after]
+    widths = widths[:-1] if v["head"] == "conv" else widths
+    v.update(
+        {
+            k: getattr(r, k)
+            for k in (
+                "optimizer",
+                "lr",
+                "momentum",
+                "weight_decay",
+                "batch_size",
+                "step_size",
+                "gamma",
+                "dropout",
+                "rotation",
+            )
+        }
+    )
+    try:
+        rebuilt = space.build_config(v, [*widths, spec.CLASSES], config.recipe.epochs)
+    except (spec.SpecError, KeyError, IndexError):
+        return None
+    if rebuilt.layers != config.layers:
+        return None
+    params = {k: val for k, val in v.items() if val is not None}
+    params.update({f"width_{i + 1}": w for i, w in enumerate(widths)})
+    if params["optimizer"] != "sgd":
+        params.pop("momentum")
+    for k, val in params.items():
+        name = "width" if k.startswith("width_") else k
+        if not _inside(sp.dims[name], val):
+            return None
+    return {k: val for k, val in params.items() if sp.dims["width" if k.startswith("width_") else k].kind != "const"}
+
+
+def _inside(d: space.Dim, value) -> bool:
+    if d.kind == "const":
+        return d.value == value
+    if d.kind == "choices":
+        return value in d.choices
+    return d.low <= value <= d.high
+
+
+def enqueue_baselines(study: optuna.Study, sp: space.Space, settings: Settings) -> list[str]:
+    """Queue the reference baselines that the space can express and the budget admits, once (under
+    the study's lock: other workers may be queueing them at the same moment): a baseline already
+    trained, running or queued is not queued again. Returns the names queued now."""
+    with study_lock(study, settings.storage_url, settings.results_dir):
+        return _enqueue_baselines(study, sp, settings.budget)
+
+
+def _enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list[str]:
+    have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
+    queued = []
+    for name in spec.baseline_names():
+        config = spec.load_baseline(name)
+        params = baseline_params(config, sp)
+        if params is None or spec.param_count(config) >= budget:
+            continue
+        if name not in have:
+            study.enqueue_trial(params, user_attrs={"baseline": name})
+            queued.append(name)
+    return queued
+
+
+# --------------------------------------------------------------------------- objective and workers
+
+
+def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, split: data.Split, device, fit=None):
+    """The objective. `fit(config, seed, on_epoch)` trains one trial (default: nas's loop on
+    `split`; `benchmarks/search_throughput.py` passes the reference pipeline's)."""
+    epochs = settings.epochs or sp.epochs
+    if fit is None:
+
+        def fit(config, seed, on_epoch):
+            train.train(config, split, seed, device, on_epoch=on_epoch)
+
+    def objective(trial: optuna.Trial) -> float:
+        mark_owner(trial)
+        if trial.user_attrs.get("trained"):  # a crashed trial's retry: Optuna copied its attributes
+            trial.set_user_attr("trained", False)  # trained again only once it claims a slot below
+        try:
+            config = space.suggest(trial, sp)
+        except spec.SpecError as e:  # a structure that does not fit the image: as good as infeasible
+            trial.set_user_attr("infeasible", f"does not fit: {e}")
+            trial.set_constraint("params_over_budget", 1.0)
+            raise optuna.TrialPruned("infeasible") from None
+        config = replace(config, recipe=replace(config.recipe, epochs=epochs))
+        n = spec.param_count(config)
+        trial.set_user_attr("params", n)
+        trial.set_user_attr("macs", spec.macs(config))
+        trial.set_user_attr("receptive_field", spec.receptive_field(config))
+        trial.set_user_attr("config", config.to_dict())
+        # <= 0 when feasible; TPE puts infeasible trials in its "bad" group, ranked by this
+        trial.set_constraint("params_over_budget", n - settings.budget + 1)
+        if n >= settings.budget:  # the hard budget: recorded, never trained
+            trial.set_user_attr("infeasible", f"{n} params >= budget {settings.budget}")
+            raise optuna.TrialPruned("infeasible")
+        with study_lock(study, settings.storage_url, settings.results_dir):
+            c = counts(study)
+            if c["trained"] + c["running"] >= settings.trials:
+                trial.set_user_attr("not_trained", "the requested number of trials was reached")
+                study.stop()
+                raise optuna.TrialPruned("surplus")
+            trial.set_user_attr("trained", True)
+        seed = settings.seed + trial.number
+        trial.set_user_attr("seed", seed)
+        history: list[dict] = []
+
+        def on_epoch(e: train.Epoch) -> None:
+            history.append(asdict(e))
+            trial.set_user_attr("history", history)
+            if not math.isfinite(e.train_loss):
+                trial.set_user_attr("fault", f"train loss became {e.train_loss} in epoch {e.epoch}")
+                raise optuna.TrialPruned("non-finite loss")
+            trial.report(e.eval_acc, e.epoch)
+            # after the last epoch pruning saves nothing and would hide a finished result
+            if e.epoch < epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {e.epoch}")
+
+        t0 = time.perf_counter()
+        try:
+            fit(config, seed, on_epoch)
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+        tail = verdict.tail([h["eval_acc"] for h in history])
+        return sum(tail) / len(tail)  # mean validation accuracy of the last K epochs: rewards stability
+
+    return objective
+
+
+def worker(settings: Settings, threads: int | None = None, fit_for=None) -> None:
+    """One worker: optimize until the study has `trials` trained trials (or the timeout).
+    `fit_for(s)`, when given, makes the objective's trainer (see objective_for)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # Ctrl-C: one line from the parent, no tracebacks
+    sp = space.load(settings.space)
+    study = open_study(settings, sp)
+    device = train.pick_device(settings.device)
+    mnist = data.load_mnist(settings.data_dir, download=False)
+    split = data.make_split(
+        mnist, "val", train_limit=settings.train_limit, eval_limit=settings.val_limit, device=device
+    )
+    fit = fit_for(settings) if fit_for else None
+
+    def stop_when_done(study: optuna.Study, _trial) -> None:
+        c = counts(study)
+        if c["trained"] + c["running"] >= settings.trials:
+            study.stop()
+
+    objective, t0 = objective_for(study, settings, sp, split, device, fit), time.monotonic()
+    while (c := counts(study))["trained"] < settings.trials:
+        left = None if settings.timeout is None else settings.timeout - (time.monotonic() - t0)
+        if left is not None and left <= 0:
+            return
+        if c["trained"] + c["running"] < settings.trials:
+            study.optimize(objective, timeout=left, callbacks=[stop_when_done], catch=(), gc_after_trial=False)
+        else:  # the last slots are in training elsewhere: wait, so that a dead worker's trial is retried here
+            time.sleep(min(2, heartbeat_seconds()))
+            optuna.storages.fail_stale_trials(study)

@@ -1,0 +1,122 @@
+"""The rule every result is judged by: *consistent* means that each of the last K epochs reaches
+the threshold test accuracy, for every seed. Replay, confirmation, report, figures and the search
+objective's window all take it from here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+
+THRESHOLD = 99.40  # percent test accuracy: the reference experiment's target
+LAST_K = 3  # epochs at the end of training that must all reach it
+
+
+def tail(accuracy: list[float], last_k: int = LAST_K) -> list[float]:
+    """The last K epochs' accuracies: what "consistent" looks at, and the search objective's window."""
+    return accuracy[-last_k:]
+
+
+def consistent(accuracy: list[float], threshold: float = THRESHOLD, last_k: int = LAST_K) -> bool:
+    """Each of the last K epochs at or above the threshold; a run shorter than K epochs is not
+    consistent (it has not shown K epochs)."""
+    return len(accuracy) >= last_k and min(tail(accuracy, last_k)) >= threshold
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    """One training run (one seed) of a configuration, judged on its per-epoch accuracy."""
+
+    seed: int
+    final: float  # accuracy after the last epoch, percent
+    best: float  # best epoch
+    min_last_k: float  # worst of the last K epochs
+    consistent: bool
+    best_train: float | None = None  # best training accuracy (replays record it; confirmations do not)
+
+    @classmethod
+    def judge(
+        cls,
+        seed: int,
+        accuracy: list[float],
+        threshold: float = THRESHOLD,
+        last_k: int = LAST_K,
+        best_train: float | None = None,
+    ) -> SeedVerdict:
+        return cls(
+            seed=seed,
+            final=accuracy[-1],
+            best=max(accuracy),
+            min_last_k=min(tail(accuracy, last_k)),
+            consistent=consistent(accuracy, threshold, last_k),
+            best_train=best_train,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["best_train"] is None:
+            del d["best_train"]
+        return d
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A confirmed configuration (a trial of a search study) over its seeds."""
+
+    trial: int
+    params: int
+    macs: int
+    val: float  # the trial's validation value in the search
+    seeds_wanted: int
+    per_seed: list[SeedVerdict] = field(default_factory=list)
+
+    @property
+    def seeds_done(self) -> int:
+        return len(self.per_seed)
+
+    @property
+    def finals(self) -> list[float]:
+        return [r.final for r in self.per_seed]
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.finals) if self.finals else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.finals) if len(self.finals) > 1 else 0.0 if self.finals else None
+
+    @property
+    def consistent(self) -> bool:
+        """Every wanted seed done, and each one consistent."""
+        return self.seeds_done == self.seeds_wanted and all(r.consistent for r in self.per_seed)
+
+    def mean_std(self) -> str:
+        """Mean ± std of the final accuracies ("-" before any seed is done)."""
+        return f"{self.mean:.2f} ± {self.std:.2f}" if self.mean is not None else "-"
+
+    def to_dict(self) -> dict:
+        """As stored on the search study (the `confirmation` user attribute) and read back by from_dict."""
+        return {
+            "trial": self.trial,
+            "params": self.params,
+            "macs": self.macs,
+            "val": self.val,
+            "seeds_done": self.seeds_done,
+            "seeds_wanted": self.seeds_wanted,
+            "per_seed": [r.to_dict() for r in self.per_seed],
+            "mean": self.mean,
+            "std": self.std,
+            "consistent": self.consistent,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict) -> Verdict:
+        fields = ("seed", "final", "best", "min_last_k", "consistent", "best_train")
+        per_seed = [SeedVerdict(**{k: r[k] for k in fields if k in r}) for r in record["per_seed"]]
+        return cls(record["trial"], record["params"], record["macs"], record["val"], record["seeds_wanted"], per_seed)
+
+
+def stored(study) -> list[Verdict]:
+    """The verdicts a confirmation stored on its search study, in validation order (none: [])."""
+    return [Verdict.from_dict(v) for v in study.user_attrs.get("confirmation", {}).get("verdicts", [])]

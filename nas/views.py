@@ -1,0 +1,150 @@
+"""What the long commands show while they run. The library (nas.search, nas.confirm, nas.replay)
+reports progress as small event dataclasses; a view turns each into lines, a live panel or a
+progress bar. An event of class `SearchPlanned` goes to the view's method `searchplanned`; a view
+without such a method ignores the event."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+from nas import display
+
+say = display.console.print
+
+
+def show(*things) -> None:
+    for thing in things:
+        say(thing)
+
+
+class View:
+    """Dispatches events to methods by class name; closes any live display on exit."""
+
+    def __init__(self):
+        self.stack = ExitStack()
+
+    def __call__(self, event) -> None:
+        handler = getattr(self, type(event).__name__.lower(), None)
+        if handler is not None:
+            handler(event)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def close(self) -> None:
+        """Stop the live panel or bar now (what follows prints below it)."""
+        self.stack.close()
+        self.stack = ExitStack()
+
+
+class ConfirmView(View):
+    """A bar over the confirmation's (configuration, seed) runs, a line per finished run."""
+
+    def confirmplanned(self, event) -> None:
+        say(
+            f"confirmation: top {event.top} configurations x {event.seeds} seeds = {event.units} runs on "
+            f"{event.train_images:,} training images, test set every epoch; study {event.study!r}"
+        )
+        self.advance, self.line = self.stack.enter_context(display.progress(event.units, "confirm"))
+        for _ in range(event.done):
+            self.advance()
+        if event.done:
+            self.line(f"{event.done} of {event.units} confirmation runs already done")
+
+    def unitdone(self, event) -> None:
+        self.advance()
+        self.line(
+            f"[{display.hms(event.elapsed)}] {event.done} of {event.units} confirmation runs done: "
+            f"trial {event.trial} seed {event.seed}, final test {event.final:.2f}%"
+        )
+
+
+class SearchView(ConfirmView):
+    """The plan, a live panel of counts while trials train, the leaderboard; then the confirmation."""
+
+    def searchplanned(self, event) -> None:
+        s, sp = event.settings, event.space
+        say(
+            f"study {event.study!r} in {event.storage}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
+            f"{s.trials} trained trials, {s.jobs} job(s), sampler {s.sampler}, pruner {s.pruner}, device {event.device}"
+        )
+        if event.kept or event.failed:
+            failed = f", crashed trials failed and re-queued: {event.failed}" if event.failed else ""
+            say(f"resuming: {event.kept} trained trials kept" + failed)
+        if not event.remaining:
+            say(
+                f"study {event.study!r} already has its {s.trials} trained trials: nothing to train "
+                "(raise --trials to go on, or pass --study NEW for a new search)"
+            )
+        if event.queued:
+            say(f"baselines first (those the space and budget admit): {', '.join(event.queued)}")
+        if event.estimate is not None:
+            x = event.estimate
+            pruned = f", about {display.hms(x.without_pruning * (1 - x.saving))} if {s.pruner} saves "
+            pruned += f"{x.saving:.0%} of the epochs as measured"
+            say(
+                f"estimate: one epoch ~{x.epoch_seconds:.0f} s here; {event.remaining} trials x {x.epochs} epochs: "
+                f"at most {display.hms(x.without_pruning)} without pruning" + (pruned if x.saving else "")
+            )
+        self.live = self.stack.enter_context(display.live())
+
+    def searchstatus(self, event) -> None:
+        self.live.update(event)
+
+    def searchfinished(self, event) -> None:
+        self.close()
+        say("")
+        say(display.leaderboard_table(event.leaderboard))
+        say(display.summary_line(event.summary))
+        say(f"written: {event.path}")
+
+
+class ReplayView(View):
+    """The config's tables, a bar per seed with a row per epoch."""
+
+    def replaystarted(self, event) -> None:
+        say(display.summary_table(event.config))
+        say(display.rf_table(event.config))
+        say(f"recipe: {display.recipe_line(event.config.recipe)}; device {event.device}")
+        self.name = event.config.name
+
+    def seedstarted(self, event) -> None:
+        self.advance, self.line = self.stack.enter_context(
+            display.progress(event.steps, f"{self.name} seed {event.seed}")
+        )
+        self.line(display.epoch_header("test"))
+
+    def step(self, event) -> None:
+        self.advance()
+
+    def epochdone(self, event) -> None:
+        self.line(display.epoch_row(event.seed, event.epoch))
+
+    def seeddone(self, event) -> None:
+        self.close()
+
+
+def show_confirmation(outcome) -> None:
+    """The verdicts of a confirmation (nas.confirm.Outcome)."""
+    s = outcome.settings
+    say(display.confirm_table(outcome.verdicts, s.last_k, s.threshold))
+    say(f"written: {outcome.path} ({outcome.seconds:.0f} s)")
+
+
+def show_replay(outcome) -> None:
+    """The per-seed verdicts of a replay (nas.replay.Outcome) beside the reference's numbers."""
+    s = outcome.settings
+    say(display.verdict_table(outcome.config, outcome.verdicts, s.last_k, s.threshold))
+    say(f"written: {outcome.folder}/run.json, history.csv, config.json, weights-seed<N>.pt")
+
+
+def show_export(info: dict, out: str) -> None:
+    """What `nas export` wrote (its export.json)."""
+    say(
+        f"exported trial {info['trial']} of {info['study']!r} (rank {info['rank']}, seed {info['seed']} of "
+        f"{info['seeds_confirmed']}): {info['params']:,} params, {info['macs']:,} MACs, test {info['test_acc']:.2f}% "
+        f"-> {out}/ config.json weights.pt model.onnx model.py export.json"
+    )
