@@ -59,7 +59,7 @@ def load_mnist(root: str | Path | None = None, download: bool = True) -> dict[st
     raw = root / "MNIST" / "raw"
     bad = _verify(raw)
     if bad and download:
-        from torchvision.datasets import MNIST  # imported only here: torchvision's import takes ~2.3 s
+        from torchvision.datasets import MNIST  # imported only here: torchvision's import takes seconds
 
         try:
             for train in (True, False):
@@ -82,7 +82,7 @@ def load_mnist(root: str | Path | None = None, download: bool = True) -> dict[st
 def _read(path: Path) -> torch.Tensor:
     """One md5-verified MNIST file as torchvision's MNIST reads it: images N x 28 x 28 uint8 after
     a 16-byte header, labels N int64 after an 8-byte one. Read here and not through torchvision,
-    whose import costs each worker process ~2.3 s (it pulls in torch._dynamo)."""
+    whose import would cost every worker process seconds (it pulls in torch._dynamo)."""
     images = "images" in path.name
     x = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8, offset=16 if images else 8)
     return x.view(-1, 28, 28) if images else x.long()

@@ -128,7 +128,7 @@ def with_index(settings, i: int):
 def context():
     """Where worker processes come from: multiprocessing's forkserver, a server process that
     imports torch and nas once and forks each worker from itself. A worker then starts in a
-    fraction of a second instead of paying ~6 s of imports (torch, and torch._dynamo, which torch's
+    fraction of a second instead of paying seconds of imports (torch, and torch._dynamo, which torch's
     optimizers import on first use). The server never trains or touches a GPU, so no thread pool
     or CUDA state is forked; nor does any setting of this process (as with spawn)."""
     import multiprocessing

@@ -44,11 +44,26 @@ def test_naive_search_trains_with_the_reference_pipeline(tmp_path, data_dir):
                         confirm=False, baselines=False, study="naive", device="cpu", data_dir=str(data_dir),
                         results_dir=str(tmp_path))  # fmt: skip
     outcome = search.run(s, worker=search_throughput.reference_search_worker)
-    done = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == 2 and all(len(t.user_attrs["history"]) == 2 for t in done)
-    assert all(0 < t.value <= 100 for t in done) and outcome.confirmation is None
+    done_trials = [t for t in outcome.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done_trials) == 2 and all(len(t.user_attrs["history"]) == 2 for t in done_trials)
+    assert all(0 < t.value <= 100 for t in done_trials) and outcome.confirmation is None
     assert search_throughput.trials_per_hour(outcome.study)["trained"] == 2
     assert outcome.finished.path == tmp_path / "naive" / "leaderboard.csv" and outcome.finished.path.exists()
+
+    # the confirmation from Python: its progress events, then the verdicts it stored and wrote
+    from nas import confirm, verdict
+
+    events = []
+    settings = confirm.Settings(study="naive", storage=s.storage_url, top=1, seeds=2, device="cpu", epochs=1,
+                                train_limit=300, data_dir=str(data_dir), results_dir=str(tmp_path))  # fmt: skip
+    result = confirm.run(settings, events.append)
+    planned, *done = events
+    assert isinstance(planned, confirm.ConfirmPlanned) and (planned.units, planned.done) == (2, 0)
+    assert [(e.done, e.units, e.seed) for e in done] == [(1, 2, 0), (2, 2, 1)]  # one worker: queue order
+    (v,) = result.verdicts
+    assert v.trial == max(done_trials, key=lambda t: t.value).number and v.seeds_done == 2
+    assert [r.final for r in v.per_seed] == [e.final for e in done]
+    assert verdict.stored(outcome.study)[0] == v and result.path.read_text().count("\n") == 1 + 2
 
 
 def test_reference_pipeline_trains_torch_modules_only():

@@ -41,10 +41,11 @@ def check_report(folder, study: optuna.Study, budget: int) -> None:
 
 
 def test_report_on_the_committed_real_study(tmp_path, data_dir):
-    # a consistent copy of the committed storage (a search may be writing to it) and its artifacts
-    with sqlite3.connect(REPO / "results" / "evidence" / "nas.db") as src, sqlite3.connect(tmp_path / "nas.db") as dst:
+    # a copy of the committed evidence: the report rewrites its results folder
+    evidence = REPO / "results" / "evidence"
+    with sqlite3.connect(evidence / "nas.db") as src, sqlite3.connect(tmp_path / "nas.db") as dst:
         src.backup(dst)
-    subprocess.run(["cp", "-r", REPO / "results" / "evidence" / "artifacts", REPO / "results" / "evidence" / "baselines", tmp_path], check=True)
+    subprocess.run(["cp", "-r", evidence / "artifacts", evidence / "baselines", tmp_path], check=True)
     r = run_nas("report", "--study", COMMITTED, "--results-dir", tmp_path, "--data-dir", data_dir)
     assert r.returncode == 0, r.stderr
     study = optuna.load_study(study_name=COMMITTED, storage=f"sqlite:///{tmp_path}/nas.db")
