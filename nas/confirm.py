@@ -84,7 +84,7 @@ class Outcome:
 
 
 def run(settings: Settings, on_progress: Callable[[object], None] | None = None) -> Outcome:
-    """Queue the units not yet done, train them in `s.jobs` worker processes, judge, store and
+    """Queue the units not yet done, train them in `settings.jobs` worker processes, judge, store and
     write the verdicts: what `nas confirm` does. Ctrl-C keeps the finished units, writes their
     verdicts and raises nas.Interrupted."""
     from nas import workers

@@ -136,18 +136,25 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
     return list(perm.split(batch_size))
 
 
-def rotate(x: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
-    """Rotate each image of a batch by its own angle, uniform in [-degrees, degrees]."""
+def rotate(x: torch.Tensor, degrees: float, generator: torch.Generator, translate: float = 0.0) -> torch.Tensor:
+    """Rotate each image of a batch by its own angle, uniform in [-degrees, degrees], and with
+    `translate` shift it by its own offset, uniform in +-translate of the image side on each axis
+    (as torchvision's RandomAffine(translate=(t, t)), whole pixels aside): one resampling for both."""
     angle = (torch.rand(x.shape[0], generator=generator, device=x.device) * 2 - 1) * math.radians(degrees)
-    return rotate_by(x, angle)
+    shift = None
+    if translate > 0:  # drawn after the angles: a rotation-only run draws exactly as before
+        shift = (torch.rand(x.shape[0], 2, generator=generator, device=x.device) * 2 - 1) * (2 * translate)
+    return rotate_by(x, angle, shift)
 
 
-def rotate_by(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+def rotate_by(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Rotate image i of a normalised batch by angle[i] radians about its centre (+pi/2 is
-    torch.rot90(k=1), counter-clockwise on screen), bilinear, filling with black as
-    torchvision's RandomRotation(fill=0) does."""
-    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    torch.rot90(k=1), counter-clockwise on screen), then move it by shift[i] (x, y in units of
+    half the image side, +x to the right, +y down), bilinear, filling with black as torchvision's
+    RandomRotation(fill=0) does."""
+    cos, sin = angle.cos(), angle.sin()
+    tx, ty = (torch.zeros_like(angle), torch.zeros_like(angle)) if shift is None else (-shift[:, 0], -shift[:, 1])
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     # grid_sample fills with 0, so rotate the offset from black and add black back
     return F.grid_sample(x - BACKGROUND, grid, mode="bilinear", align_corners=False) + BACKGROUND

@@ -53,9 +53,16 @@ def rf_table(config: spec.Config) -> Table:
 
 def recipe_line(recipe: spec.Recipe) -> str:
     sched = f"StepLR {recipe.step_size}/{recipe.gamma:g}" if recipe.step_size else "constant lr"
+    sched = sched if recipe.schedule == "step" else recipe.schedule
+    optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:g}"
+    if recipe.optimizer == "sgd":
+        optimizer += f" momentum {recipe.momentum:g}"
+    extras = [f"translate +-{recipe.translate:g}"] if recipe.translate else []
+    extras += [f"weight decay {recipe.weight_decay:g}"] if recipe.weight_decay else []
+    extras += [f"label smoothing {recipe.label_smoothing:g}"] if recipe.label_smoothing else []
     return (
-        f"{recipe.optimizer} lr {recipe.lr:g} momentum {recipe.momentum:g}, batch {recipe.batch_size}, "
-        f"{recipe.epochs} epochs, {sched}, dropout {recipe.dropout:g}, rotation +-{recipe.rotation:g}"
+        f"{optimizer}, batch {recipe.batch_size}, {recipe.epochs} epochs, {sched}, dropout {recipe.dropout:g}, "
+        f"rotation +-{recipe.rotation:g}" + "".join(f", {x}" for x in extras)
     )
 
 

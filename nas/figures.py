@@ -58,7 +58,7 @@ def params_vs_accuracy(frame: pd.DataFrame, budget: int, path: Path, title: str)
     pruned = frame[(frame["state"] == "pruned") & frame["best_val"].notna()]
     done = frame.dropna(subset=["value"])
     ax.scatter(pruned["params"], pruned["best_val"], s=14, c="0.75", label="pruned (best epoch so far)")
-    ax.scatter(done["params"], done["value"], s=22, c="tab:blue", label=f"completed (mean of last {LAST_K} epochs)")
+    ax.scatter(done["params"], done["value"], s=22, c="tab:blue", label=f"completed (worst of last {LAST_K} epochs)")
     front = pareto(frame)
     ax.step(front["params"], front["value"], where="post", c="tab:green", lw=1.5, label="Pareto front")
     for _, row in done[done["baseline"].fillna("") != ""].iterrows():

@@ -28,7 +28,7 @@ def baseline_params(config: spec.Config, sp: space.Space) -> dict | None:
     """The space's parameters that rebuild `config` exactly, or None when it is outside the space."""
     layers, r = config.layers, config.recipe
     ops = [x.op for x in layers]
-    if ops.count("pool") != 1 or r.step_size is None:
+    if ops.count("pool") != 1 or (r.schedule == "step" and r.step_size is None):
         return None
     p = ops.index("pool")
     after = list(layers[p + 1 : ops.index("gap")])
@@ -44,32 +44,17 @@ def baseline_params(config: spec.Config, sp: space.Space) -> dict | None:
     v["convs_after_pool"] = len(after)
     widths = [x.out for x in layers[:p]] + [x.out for x in after]
     widths = widths[:-1] if v["head"] == "conv" else widths
-    v.update(
-        {
-            k: getattr(r, k)
-            for k in (
-                "optimizer",
-                "lr",
-                "momentum",
-                "weight_decay",
-                "batch_size",
-                "step_size",
-                "gamma",
-                "dropout",
-                "rotation",
-            )
-        }
-    )
+    v.update(space.values_of(r))
     try:
         rebuilt = space.build_config(v, [*widths, spec.CLASSES], config.recipe.epochs)
     except (spec.SpecError, KeyError, IndexError):
         return None
     if rebuilt.layers != config.layers:
         return None
+    if rebuilt.recipe != replace(r, epochs=rebuilt.recipe.epochs):
+        return None
     params = {k: val for k, val in v.items() if val is not None}
     params.update({f"width_{i + 1}": w for i, w in enumerate(widths)})
-    if params["optimizer"] != "sgd":
-        params.pop("momentum")
     for k, val in params.items():
         name = "width" if k.startswith("width_") else k
         if not _inside(sp.dims[name], val):
@@ -168,7 +153,9 @@ def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, spli
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
         tail = verdict.tail([h["eval_acc"] for h in history])
-        return sum(tail) / len(tail)  # mean validation accuracy of the last K epochs: rewards stability
+        trial.set_user_attr("val_mean_last_k", sum(tail) / len(tail))
+        # the worst of the last K epochs: "consistent" asks every one of them to hold, not their mean
+        return min(tail)
 
     return objective
 

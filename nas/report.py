@@ -60,7 +60,8 @@ def leaderboard(study: optuna.Study) -> pd.DataFrame:
                 "params": t.user_attrs.get("params"),
                 "macs": t.user_attrs.get("macs"),
                 "rf": t.user_attrs.get("receptive_field"),
-                # mean validation accuracy of the last K epochs; completed trials only (Optuna gives a
+                # the study's objective (its identity's `objective`: the worst of the last K validation
+                # epochs; a study that records none used their mean); completed trials only (Optuna gives a
                 # pruned trial its last intermediate value, which is not comparable)
                 "value": t.value if t.state == TrialState.COMPLETE else None,
                 "best_val": max(acc) if acc else None,

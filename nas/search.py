@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 
 import nas
-from nas import NasError, space, spec
+from nas import NasError, space, spec, verdict
 from nas.store import default_storage, heartbeat_seconds, open_storage, study_lock
 from nas.workers import worker_threads
 
@@ -134,6 +134,7 @@ def identity(settings: Settings, sp: space.Space) -> dict:
         "budget": settings.budget,
         "epochs": settings.epochs or sp.epochs,
         "split": "train 50000 / val 10000, split seed 0",
+        "objective": f"worst validation accuracy of the last {verdict.LAST_K} epochs",
         "train_limit": settings.train_limit,
         "val_limit": settings.val_limit,
     }
@@ -198,7 +199,7 @@ def open_study(settings: Settings, sp: space.Space) -> optuna.Study:
 
 
 def run(settings: Settings, on_progress: Callable[[object], None] | None = None, worker=None) -> Outcome:
-    """The search, then (with `s.confirm`) its confirmation: what `nas search` does. Resumes the
+    """The search, then (with `settings.confirm`) its confirmation: what `nas search` does. Resumes the
     study when it exists; Ctrl-C stops the workers, keeps every finished trial and raises
     nas.Interrupted. `on_progress` receives the events above (and nas.confirm's); `worker` is the
     worker processes' entry point (default nas.objective.worker)."""
@@ -249,7 +250,7 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None,
 
 
 def confirm_settings(settings: Settings):
-    """The confirmation of search `s`: the same training options, storage and results folder."""
+    """The confirmation of this search: the same training options, storage and results folder."""
     from nas import confirm
 
     return confirm.Settings(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import re
 import tomllib
@@ -34,15 +35,31 @@ DIMENSIONS = {
     "convs_after_pool": (int, 1, 6, None),
     "width": (int, 1, 256, None),
     "head": (str, None, None, ("conv", "conv1x1", "fc")),
-    "optimizer": (str, None, None, ("sgd", "adam")),
-    "lr": (float, 1e-6, 10.0, None),
+    "optimizer": (str, None, None, ("sgd", "nesterov", "adam", "adamw")),
+    "lr": (float, 1e-6, 10.0, None),  # SGD's
+    "adam_lr": (float, 1e-6, 10.0, None),  # Adam's and AdamW's
     "momentum": (float, 0.0, 0.999, None),
     "weight_decay": (float, 0.0, 0.1, None),
     "batch_size": (int, 8, 4096, None),
+    "schedule": (str, None, None, ("step", "onecycle", "cosine")),
     "step_size": (int, 1, 100, None),
     "gamma": (float, 0.01, 1.0, None),
     "dropout": (float, 0.0, 0.9, None),
     "rotation": (float, 0.0, 180.0, None),
+    "translate": (float, 0.0, 0.45, None),
+    "label_smoothing": (float, 0.0, 0.5, None),
+}
+# a space file may leave these out: each then keeps the value given here
+OPTIONAL = {"adam_lr": 0.001, "schedule": "step", "translate": 0.0, "label_smoothing": 0.0}
+# a dimension drawn only when another one has one of these values (TPE's group decomposition
+# learns each branch apart); otherwise the recipe's default stands
+CONDITIONS = {
+    "transition_width": ("transition", {"1x1"}),
+    "momentum": ("optimizer", {"sgd", "nesterov"}),
+    "lr": ("optimizer", {"sgd", "nesterov"}),
+    "adam_lr": ("optimizer", {"adam", "adamw"}),
+    "step_size": ("schedule", {"step"}),
+    "gamma": ("schedule", {"step"}),
 }
 TOP_LEVEL = {"description", "epochs", "dimensions"}
 SPACES_PACKAGE = "nas.spaces"
@@ -81,7 +98,7 @@ class Space:
     description: str
     epochs: int
     dims: dict[str, Dim]
-    sha256: str  # of the file's bytes: a study records it, and refuses another space on resume
+    sha256: str  # of what the space samples (epochs, dimensions): a study records it, refuses another on resume
 
     def describe(self, name: str) -> str:
         d = self.dims[name]
@@ -182,15 +199,16 @@ def parse(text: str, path: str, name: str) -> Space:
     dims_raw = raw.get("dimensions", {})
     if not isinstance(dims_raw, dict):
         raise where("dimensions", f"must be a table ([dimensions] and one line per dimension), got {dims_raw!r}")
-    missing = sorted(set(DIMENSIONS) - set(dims_raw))
+    missing = sorted(set(DIMENSIONS) - set(dims_raw) - set(OPTIONAL))
     if missing:
         raise SpaceError(f"{path}: [dimensions]: missing {', '.join(missing)} (give a constant to fix one)")
     for key in dims_raw:
         if key not in DIMENSIONS:
             raise where(key, f"unknown dimension (known: {', '.join(DIMENSIONS)})")
-    dims = {k: _dim(k, dims_raw[k], where) for k in DIMENSIONS}
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return Space(name, path, description, epochs, dims, digest)
+    dims = {k: _dim(k, dims_raw.get(k, OPTIONAL.get(k)), where) for k in DIMENSIONS}
+    # comments and the description do not change what is sampled: editing them keeps a study resumable
+    sampled = json.dumps({"epochs": epochs, "dimensions": dims_raw}, sort_keys=True)
+    return Space(name, path, description, epochs, dims, hashlib.sha256(sampled.encode()).hexdigest())
 
 
 def space_names() -> list[str]:
@@ -238,9 +256,44 @@ def build_config(values: dict, widths: list[int], epochs: int, name: str = "") -
         layers += [{"op": "conv", "out": spec.CLASSES, "kernel": 1}, {"op": "gap"}]
     else:
         layers += [{"op": "gap"}, {"op": "fc", "out": spec.CLASSES}]
-    recipe = {k: values[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "step_size", "gamma")}
-    recipe.update(dropout=values["dropout"], rotation=values["rotation"], epochs=epochs)
-    return spec.from_dict({"name": name, "layers": layers, "recipe": recipe})
+    return spec.from_dict({"name": name, "layers": layers, "recipe": recipe_of(values, epochs)})
+
+
+RECIPE_KEYS = ("weight_decay", "batch_size", "dropout", "rotation", "translate", "label_smoothing", "schedule")
+
+
+def recipe_of(values: dict, epochs: int) -> dict:
+    """The recipe of a point of the space (the space's optimizer "nesterov" is SGD with Nesterov
+    momentum; Adam and AdamW draw their learning rate from `adam_lr`)."""
+    optimizer = values["optimizer"]
+    sgd = optimizer in ("sgd", "nesterov")
+    r = {k: values.get(k, OPTIONAL.get(k)) for k in RECIPE_KEYS}
+    r.update(optimizer="sgd" if sgd else optimizer, nesterov=optimizer == "nesterov", epochs=epochs)
+    r.update(
+        lr=values["lr"] if sgd else values.get("adam_lr", OPTIONAL["adam_lr"]), momentum=values.get("momentum", 0.0)
+    )
+    if r["schedule"] == "step":
+        r.update(step_size=values["step_size"], gamma=values["gamma"])
+    return r
+
+
+def values_of(recipe: spec.Recipe) -> dict:
+    """The space's recipe values that give `recipe` (the inverse of `recipe_of`, for queueing baselines)."""
+    optimizer = "nesterov" if recipe.optimizer == "sgd" and recipe.nesterov else recipe.optimizer
+    v = {k: getattr(recipe, k) for k in RECIPE_KEYS}
+    v.update(optimizer=optimizer, momentum=recipe.momentum)
+    v["lr" if recipe.optimizer == "sgd" else "adam_lr"] = recipe.lr
+    if recipe.schedule == "step":
+        v.update(step_size=recipe.step_size, gamma=recipe.gamma)
+    return {k: val for k, val in v.items() if active(k, v)}
+
+
+def active(name: str, values: dict) -> bool:
+    """Whether dimension `name` is drawn, given the values drawn before it."""
+    if name not in CONDITIONS:
+        return True
+    parent, when = CONDITIONS[name]
+    return values.get(parent, OPTIONAL.get(parent)) in when
 
 
 def n_widths(values: dict) -> int:
@@ -250,12 +303,10 @@ def n_widths(values: dict) -> int:
 
 def suggest(trial, space: Space) -> spec.Config:
     """Every suggest_* of the search in one place: structure first, then widths, then recipe."""
-    conditional = {"transition_width": ("transition", "1x1"), "momentum": ("optimizer", "sgd")}
     v = {}
     for name, d in space.dims.items():
-        if name == "width" or (name in conditional and v[conditional[name][0]] != conditional[name][1]):
-            continue
-        v[name] = _suggest(trial, d)
+        if name != "width" and active(name, v):
+            v[name] = _suggest(trial, d)
     v.setdefault("transition_width", None)
     v.setdefault("momentum", 0.0)
     widths = [_suggest(trial, space.dims["width"], f"width_{i + 1}") for i in range(n_widths(v))]

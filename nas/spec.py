@@ -50,17 +50,20 @@ class Layer:
 
 @dataclass(frozen=True)
 class Recipe:
-    optimizer: str = "sgd"  # "sgd" | "adam"
-    lr: float = 0.01  # initial learning rate
-    momentum: float = 0.9  # SGD momentum (ignored by adam)
+    optimizer: str = "sgd"  # "sgd" | "adam" | "adamw"
+    lr: float = 0.01  # initial learning rate (the peak for "onecycle")
+    momentum: float = 0.9  # SGD momentum (ignored by adam and adamw)
     nesterov: bool = False  # SGD Nesterov momentum
     weight_decay: float = 0.0  # L2 penalty
     batch_size: int = 128  # images per optimizer step
     epochs: int = 15  # full passes over the training split
+    schedule: str = "step"  # lr per epoch: "step" (StepLR), "onecycle" (up to lr, then down), "cosine"
     step_size: int | None = None  # StepLR: epochs between lr decays; None = constant lr
     gamma: float = 0.1  # StepLR: lr multiplier at each decay
     dropout: float = 0.0  # drop probability after every hidden conv
     rotation: float = 0.0  # random rotation, uniform in +-degrees, per training image
+    translate: float = 0.0  # random shift, uniform in +-this fraction of the image side, per training image
+    label_smoothing: float = 0.0  # of the training loss's targets (evaluation is unsmoothed)
 
 
 @dataclass(frozen=True)
@@ -150,8 +153,10 @@ RECIPE_RANGES = {
     "gamma": {"lo": 0, "hi": 1, "lo_open": True},
     "dropout": {"lo": 0, "hi": 1, "hi_open": True},
     "rotation": {"lo": 0, "hi": 180},
+    "translate": {"lo": 0, "hi": 0.5, "hi_open": True},
+    "label_smoothing": {"lo": 0, "hi": 1, "hi_open": True},
 }
-RECIPE_CHOICES = {"optimizer": ("sgd", "adam")}
+RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw"), "schedule": ("step", "onecycle", "cosine")}
 
 
 def _recipe(d: object, where: str) -> Recipe:

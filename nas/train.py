@@ -119,10 +119,9 @@ def fused_for(
 
 def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False) -> torch.optim.Optimizer:
     """`capturable`: the optimizer's state stays on the device, so its step can be a CUDA graph."""
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(
-            model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, capturable=capturable
-        )
+    if recipe.optimizer in ("adam", "adamw"):
+        kind = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+        return kind(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, capturable=capturable)
     return torch.optim.SGD(
         model.parameters(),
         lr=recipe.lr,
@@ -130,6 +129,20 @@ def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool
         nesterov=recipe.nesterov and recipe.momentum > 0,
         weight_decay=recipe.weight_decay,
     )
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: spec.Recipe) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning rate per epoch (stepped once after each epoch, so a CUDA graph is re-captured
+    at most once an epoch): StepLR; OneCycle from lr / 10 up to `lr` over the first quarter, then
+    linearly down; cosine from `lr` towards 0. Both of the last span the recipe's epochs."""
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs + 1, pct_start=0.25, div_factor=10,
+            final_div_factor=100, anneal_strategy="linear", cycle_momentum=False,
+        )  # fmt: skip
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+    return torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
 
 
 @torch.inference_mode()
@@ -206,7 +219,7 @@ def train(
         inductor.fallback_random = True
         forward = torch.compile(model)
     optimizer = make_optimizer(model, recipe, capturable=graphs)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
+    scheduler = make_schedule(optimizer, recipe)
     epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
     loop = {
         "cuda_graphs": graphs,
@@ -229,17 +242,18 @@ def train(
     correct = torch.zeros((), device=device, dtype=torch.long)
     # rotation angles: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
     angles = gen if device.type == "cpu" else None
-    rotated = torch.empty_like(split.train_x) if epoch_rotation and recipe.rotation > 0 else None
+    augmented = recipe.rotation > 0 or recipe.translate > 0
+    rotated = torch.empty_like(split.train_x) if epoch_rotation and augmented else None
     images = split.train_x if rotated is None else rotated  # what the steps gather their batches from
 
     def step(idx: torch.Tensor) -> None:
         """One optimizer step on the training images `idx` (the grads are already cleared)."""
         x, y = images[idx], split.train_y[idx]
-        if recipe.rotation > 0 and rotated is None:
-            x = data.rotate(x, recipe.rotation, angles)
+        if augmented and rotated is None:
+            x = data.rotate(x, recipe.rotation, angles, recipe.translate)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
             logits = forward(x.contiguous(memory_format=layout))
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         loss.backward()
         optimizer.step()
         loss_sum.add_(loss.detach() * len(y))
@@ -256,7 +270,7 @@ def train(
         if rotated is not None:
             for i in range(0, n, ROTATE_CHUNK):  # in chunks: the sampling grid is 2 floats a pixel
                 rotated[i : i + ROTATE_CHUNK] = data.rotate(
-                    split.train_x[i : i + ROTATE_CHUNK], recipe.rotation, angles
+                    split.train_x[i : i + ROTATE_CHUNK], recipe.rotation, angles, recipe.translate
                 )
         if steps:
             steps.epoch(batches, on_step)

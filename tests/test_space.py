@@ -92,7 +92,10 @@ BAD_SPACES = [
         ":20: dropout: 1.0 is out of range [0.0, 0.9]",
     ),
     (BASE.replace("head = {choices", "head = {choice"), ":12: head: expected a constant"),
-    (BASE.replace('optimizer = "sgd"', 'optimizer = "lbfgs"'), ":13: optimizer: must be one of sgd, adam"),
+    (
+        BASE.replace('optimizer = "sgd"', 'optimizer = "lbfgs"'),
+        ":13: optimizer: must be one of sgd, nesterov, adam, adamw",
+    ),
     (
         BASE.replace("lr = {float = [0.005, 0.2], log = true}", "lr = {float = [0.2, 0.005]}"),
         ":14: lr: lo 0.2 is above",
@@ -142,7 +145,10 @@ FORMS = {  # how a dimension can be written, with {v} where the bad number goes
 def with_dimension(name: str, value: str, text: str = BASE) -> tuple[str, int]:
     """The space `text` with `name` written as `value`; the line where it is."""
     lines = text.splitlines()
-    (n,) = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == name]
+    found = [i for i, line in enumerate(lines) if line.split("=", 1)[0].strip() == name]
+    if not found:  # a dimension the file may leave out (space.OPTIONAL): added at the end of [dimensions]
+        lines.append("")
+    n = found[0] if found else len(lines) - 1
     lines[n] = f"{name} = {value}"
     return "\n".join(lines) + "\n", n + 1
 
@@ -185,3 +191,10 @@ def test_workers_sample_different_points():
         trial = study.ask()
         first.append(space.suggest(trial, DEFAULT))
     assert first[0] != first[1] and first[0] == first[2]
+
+
+def test_a_study_records_what_the_space_samples_not_its_comments():
+    text = (space.resources.files("nas.spaces") / "default.toml").read_text()
+    same = space.parse("# another comment\n" + text.replace('description = "', 'description = "Edited. '), "x", "x")
+    wider = space.parse(text.replace("width = {int = [8, 24]}", "width = {int = [8, 32]}"), "x", "x")
+    assert same.sha256 == space.load("default").sha256 != wider.sha256
