@@ -1,6 +1,10 @@
 """Confirmation: the top K distinct configurations of a search, by validation accuracy, retrained
 on all 60,000 training images with N seeds each and evaluated on the test set every epoch.
 
+The same machinery runs two more stages of `nas frontier`: "select" retrains configurations on the
+search's own validation split with more seeds (choosing without the test set), and "fresh" tests a
+chosen configuration on seeds that took no part in choosing it.
+
 The units (configuration, seed) are the trials of a second study, "<study>-confirm", in the same
 storage: they are queued once, each worker pops one at a time (the RDB storage hands a queued
 trial to exactly one worker), a crashed unit is failed by the heartbeat and re-queued, and
@@ -45,10 +49,19 @@ class Settings:
     epochs: int | None = None  # override (quick runs)
     train_limit: int | None = None  # quick runs
     results_dir: str = "results"  # confirmation.csv under <study>/, each run's weights under artifacts/
+    stage: str = "confirm"  # "confirm" and "fresh": the test set; "select": the search's validation split
+    trials: tuple[int, ...] = ()  # the search trials to retrain, in this order; (): the `top` best
+    first_seed: int = 0  # the units' seeds: first_seed .. first_seed + seeds - 1
+    val_limit: int | None = None  # "select": the first N validation images, as the search had them
 
     @property
     def confirm_name(self) -> str:
-        return store.confirmation_name(self.study)
+        return store.confirmation_name(self.study, self.stage)
+
+    @property
+    def record(self) -> str:
+        """The search study's user attribute holding this stage's verdicts."""
+        return {"confirm": "confirmation", "select": "selection", "fresh": "fresh_seeds"}[self.stage]
 
     @property
     def artifacts(self) -> str:
@@ -57,6 +70,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class ConfirmPlanned:
+    stage: str
     study: str  # the confirmation study
     units: int  # (configuration, seed) runs in all
     done: int  # already done before this run
@@ -103,7 +117,13 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
     seen = {t.number for t in finished()}
     say(
         ConfirmPlanned(
-            settings.confirm_name, len(units), len(seen), settings.top, settings.seeds, settings.train_limit or 60_000
+            settings.stage,
+            settings.confirm_name,
+            len(units),
+            len(seen),
+            len(units) // settings.seeds,
+            settings.seeds,
+            settings.train_limit or (50_000 if settings.stage == "select" else 60_000),
         )
     )
     procs = workers.start_workers(worker, settings, settings.jobs)
@@ -133,7 +153,7 @@ def write_verdicts(settings: Settings, study: optuna.Study, conf: optuna.Study) 
 
     judged = verdicts(settings, study, conf)
     path = write_csv(
-        report.confirmation_frame(judged), Path(settings.results_dir) / settings.study / "confirmation.csv"
+        report.confirmation_frame(judged), Path(settings.results_dir) / settings.study / f"{settings.record}.csv"
     )
     return judged, path
 
@@ -171,9 +191,16 @@ def queue_units(settings: Settings, study: optuna.Study, confirm: optuna.Study) 
         return _queue_units(settings, study, confirm)
 
 
+def picked(settings: Settings, study: optuna.Study) -> list[tuple[int, spec.Config]]:
+    """The configurations this stage retrains: the given trials, or the `top` best by validation."""
+    if not settings.trials:
+        return top_configs(study, settings.top)
+    return [(n, spec.from_dict(study.trials[n].user_attrs["config"])) for n in settings.trials]
+
+
 def _queue_units(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> list[tuple[int, int]]:
-    picked = top_configs(study, settings.top)
-    if not picked:
+    chosen = picked(settings, study)
+    if not chosen:
         raise ConfirmError(f"study {settings.study!r} has no completed trial to confirm yet")
     check_identity(settings, study, confirm)
     live = {
@@ -181,7 +208,8 @@ def _queue_units(settings: Settings, study: optuna.Study, confirm: optuna.Study)
         for t in confirm.get_trials(deepcopy=False)
         if t.state != TrialState.FAIL
     }
-    units = [(n, seed) for n, _ in picked for seed in range(settings.seeds)]
+    seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
+    units = [(n, seed) for n, _ in chosen for seed in seeds]
     for n, seed in units:
         if (n, seed) not in live:
             confirm.enqueue_trial({"source_trial": n, "seed": seed}, user_attrs={"source_trial": n, "seed": seed})
@@ -194,6 +222,8 @@ def check_identity(settings: Settings, study: optuna.Study, confirm: optuna.Stud
     mixed into the same verdicts). A confirmation made before nas recorded them was made with its
     search's quick-run settings (`nas search` confirms with its own)."""
     want = {"epochs": settings.epochs, "train_limit": settings.train_limit}
+    if settings.stage == "select":
+        want["val_limit"] = settings.val_limit
     have = confirm.user_attrs.get("identity")
     if have is None and confirm.get_trials(deepcopy=False):
         made = study.user_attrs.get("settings", {})
@@ -221,9 +251,13 @@ def worker(settings: Settings, threads: int | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, confirm = open_confirm_study(settings)
     device = train.pick_device(settings.device)
-    split = data.make_split(
-        data.load_mnist(settings.data_dir, download=False), "test", train_limit=settings.train_limit, device=device
-    )
+    mnist = data.load_mnist(settings.data_dir, download=False)
+    if settings.stage == "select":  # the search's own split: the choice never reads the test set
+        split = data.make_split(
+            mnist, "val", train_limit=settings.train_limit, eval_limit=settings.val_limit, device=device
+        )
+    else:
+        split = data.make_split(mnist, "test", train_limit=settings.train_limit, device=device)
     sources = {t.number: t for t in study.get_trials(deepcopy=False)}
 
     def objective(trial: optuna.Trial) -> float:
@@ -303,8 +337,11 @@ def verdicts(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> 
     for t in confirm.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         units.setdefault(t.user_attrs["source_trial"], []).append(t)
     out = []
-    for n, config in top_configs(study, settings.top):
-        runs = sorted(units.get(n, []), key=lambda t: t.user_attrs["seed"])
+    seeds = range(settings.first_seed, settings.first_seed + settings.seeds)
+    for n, config in picked(settings, study):
+        runs = sorted(
+            (t for t in units.get(n, []) if t.user_attrs["seed"] in seeds), key=lambda t: t.user_attrs["seed"]
+        )
         per_seed = [
             verdict.SeedVerdict.judge(
                 t.user_attrs["seed"],
@@ -326,5 +363,5 @@ def verdicts(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> 
     with store.study_lock(
         study, settings.storage, settings.artifacts
     ):  # other workers may write theirs at the same moment
-        study.set_user_attr("confirmation", record)
+        study.set_user_attr(settings.record, record)
     return out

@@ -345,3 +345,33 @@ def studies_table(url: str, rows: list) -> Table:
             confirmed,
         )
     return t
+
+
+def frontier_table(rows: list[dict]) -> Table:
+    """`nas frontier`: each budget's winner, tested on seeds that took no part in choosing it."""
+    t = Table(title="frontier: each budget's winner on fresh seeds (test set)", title_justify="left")
+    for col in (
+        "budget",
+        "winner",
+        "params",
+        "MACs",
+        "seeds",
+        "mean ± std",
+        "95% interval",
+        "worst last K",
+        "consistent",
+    ):
+        t.add_column(col, justify="left" if col == "winner" else "right")
+    for r in rows:
+        t.add_row(
+            f"{r['budget']:,}",
+            f"{r['name']} (trial {r['trial']})",
+            f"{r['params']:,}",
+            f"{r['macs']:,}",
+            r["seeds"],
+            f"{r['mean']:.2f} ± {r['std']:.2f}",
+            f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}",
+            f"{r['worst_last_k']:.2f}",
+            "yes" if r["consistent"] else "no",
+        )
+    return t

@@ -153,3 +153,34 @@ def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, path: 
             ax.set_title(f"{true[k]}→{pred[k]}", fontsize=7)
     fig.suptitle(title + (f" (the first {n} shown)" if len(images) > n else ""), fontsize=9)
     return _save(fig, path)
+
+
+# single runs published for tiny MNIST networks, for scale (no multi-seed results exist for them):
+# the reference's best, and two public networks (docs/results.md names them)
+PUBLISHED = [
+    (7826, 99.48, "reference (reported, 1 run)"),
+    (6174, 99.45, "public, 1 seed"),
+    (5854, 99.40, "public, 1 run"),
+]
+
+
+@plain
+def frontier(rows: list[dict], path: Path) -> Path:
+    """Test accuracy against parameters of each budget's winner on its fresh seeds (mean, 95%
+    interval, each seed's worst of the last K epochs), the threshold line and the published points."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in rows:
+        ax.errorbar(r["params"], r["mean"], yerr=[[r["mean"] - r["ci95_low"]], [r["ci95_high"] - r["mean"]]],
+                    fmt="o", c="tab:blue" if r["consistent"] else "tab:orange", capsize=4)  # fmt: skip
+        ax.scatter([r["params"]], [r["worst_last_k"]], marker="v", c="tab:gray", s=18)
+        ax.annotate(f"b{r['budget']}", (r["params"], r["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    for params, acc, label in PUBLISHED:
+        ax.scatter([params], [acc], marker="*", s=90, c="tab:green")
+        ax.annotate(label, (params, acc), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    ax.axhline(THRESHOLD, c="tab:red", ls="--", lw=1, label=f"{THRESHOLD:.2f}%")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test accuracy % (fresh seeds)")
+    ax.set_title("frontier: mean and 95% interval (blue: consistent), worst of the last epochs (triangles)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

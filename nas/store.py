@@ -95,17 +95,21 @@ def mask(url: str) -> str:
     return url
 
 
-def confirmation_name(name: str) -> str:
-    """The confirmation study of search study `name` (nas confirm's units), in the same storage."""
-    return f"{name}-confirm"
+# the studies that retrain a search's configurations (nas.confirm), named "<search>-<stage>"
+STAGES = ("confirm", "select", "fresh")
+
+
+def confirmation_name(name: str, stage: str = "confirm") -> str:
+    """The study of search study `name`'s retraining stage (nas.confirm's units), in the same storage."""
+    return f"{name}-{stage}"
 
 
 def with_confirmation(names: list[str], name: str, url: str) -> list[str]:
-    """`name` and its confirmation study `<name>-confirm`, those of the two among `names` (the
-    studies in storage `url`); an unknown `name` is a StorageError listing those there are."""
+    """`name` and its retraining studies (`<name>-confirm`, `-select`, `-fresh`), those of them among
+    `names` (the studies in storage `url`); an unknown `name` is a StorageError listing those there are."""
     if name not in names:
         raise StorageError(f"no study {name!r} in {mask(url)}; studies: {', '.join(names) or 'none'}")
-    return [n for n in (name, confirmation_name(name)) if n in names]
+    return [n for n in (name, *(confirmation_name(name, stage) for stage in STAGES)) if n in names]
 
 
 def load_study(url: str, name: str) -> optuna.Study:
@@ -255,7 +259,7 @@ def study_rows(url: str) -> list[StudyRow]:
 
     storage = open_existing(url)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
-    confirmations = {confirmation_name(x.study_name) for x in summaries}
+    confirmations = {confirmation_name(x.study_name, stage) for x in summaries for stage in STAGES}
     rows = []
     for x in summaries:
         if x.study_name in confirmations:

@@ -117,6 +117,7 @@ class Verdict:
         return cls(record["trial"], record["params"], record["macs"], record["val"], record["seeds_wanted"], per_seed)
 
 
-def stored(study) -> list[Verdict]:
-    """The verdicts a confirmation stored on its search study, in validation order (none: [])."""
-    return [Verdict.from_dict(v) for v in study.user_attrs.get("confirmation", {}).get("verdicts", [])]
+def stored(study, record: str = "confirmation") -> list[Verdict]:
+    """The verdicts a confirmation (or another retraining stage: its `record`, see
+    nas.confirm.Settings) stored on its search study, in the order it retrained them (none: [])."""
+    return [Verdict.from_dict(v) for v in study.user_attrs.get(record, {}).get("verdicts", [])]

@@ -40,25 +40,33 @@ class View:
         self.stack = ExitStack()
 
 
+STAGES = {  # nas.confirm's stages: what each is called, and what it evaluates on
+    "confirm": ("confirmation", "test set"),
+    "select": ("selection on validation", "validation split"),
+    "fresh": ("fresh seeds", "test set"),
+}
+
+
 class ConfirmView(View):
     """A bar over the confirmation's (configuration, seed) runs, a line per finished run."""
 
     def confirmplanned(self, event) -> None:
+        what, judged = STAGES[event.stage]
         say(
-            f"confirmation: top {event.top} configurations x {event.seeds} seeds = {event.units} runs on "
-            f"{event.train_images:,} training images, test set every epoch; study {event.study!r}"
+            f"{what}: {event.top} configurations x {event.seeds} seeds = {event.units} runs on "
+            f"{event.train_images:,} training images, {judged} every epoch; study {event.study!r}"
         )
-        self.advance, self.line = self.stack.enter_context(display.progress(event.units, "confirm"))
+        self.advance, self.line = self.stack.enter_context(display.progress(event.units, event.stage))
         for _ in range(event.done):
             self.advance()
         if event.done:
-            self.line(f"{event.done} of {event.units} confirmation runs already done")
+            self.line(f"{event.done} of {event.units} runs already done")
 
     def unitdone(self, event) -> None:
         self.advance()
         self.line(
-            f"[{display.hms(event.elapsed)}] {event.done} of {event.units} confirmation runs done: "
-            f"trial {event.trial} seed {event.seed}, final test {event.final:.2f}%"
+            f"[{display.hms(event.elapsed)}] {event.done} of {event.units} runs done: "
+            f"trial {event.trial} seed {event.seed}, final {event.final:.2f}%"
         )
 
 
@@ -100,6 +108,17 @@ class SearchView(ConfirmView):
         say(display.leaderboard_table(event.leaderboard))
         say(display.summary_line(event.summary))
         say(f"written: {event.path}")
+
+
+class FrontierView(SearchView):
+    """Each budget's search, selection, confirmation and fresh seeds in turn."""
+
+    def budgetstarted(self, event) -> None:
+        say(f"\n[bold]budget {event.budget:,}[/] ({event.index} of {event.budgets})")
+
+    def confirmplanned(self, event) -> None:
+        self.close()  # one bar at a time: the previous stage's is done
+        super().confirmplanned(event)
 
 
 class ReplayView(View):
@@ -148,3 +167,11 @@ def show_export(info: dict, out: str) -> None:
         f"{info['seeds_confirmed']}): {info['params']:,} params, {info['macs']:,} MACs, test {info['test_acc']:.2f}% "
         f"-> {out}/ config.json weights.pt model.onnx model.py export.json"
     )
+
+
+def show_frontier(outcome) -> None:
+    """One row per budget: the winner on its fresh seeds; then the files written."""
+    from nas import frontier
+
+    say(display.frontier_table(frontier.summary_rows(outcome.winners)))
+    show(*(f"written: {path}" for path in outcome.files))

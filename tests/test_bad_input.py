@@ -84,6 +84,11 @@ BAD = [
         "$NAS_HEARTBEAT_SECONDS must be a whole number of seconds >= 1, got 'nan'",
     ),
     (["NAS_HEARTBEAT_SECONDS=-5", "search"], "$NAS_HEARTBEAT_SECONDS must be a whole number of seconds >= 1, got '-5'"),
+    (["frontier", "--budgets", "8000,8000"], ("--budgets", "budgets must differ, got 8000,8000")),
+    (["frontier", "--budgets", "5000,nan"], ("--budgets", "expected a whole number, got 'nan'")),
+    (["frontier", "--budgets", "0"], ("--budgets", "must be >= 1, got 0")),
+    (["frontier", "--select-top", "2", "--confirm-top", "3"], "--confirm-top 3 is more than --select-top 2"),
+    (["frontier", "--budgets", "6000,500"], "--budget 500 is at or below the smallest model of space 'wide' (798"),
     (["NAS_FUSED=yes", "replay", "baseline-6"], "NAS_FUSED='yes': use 1 (the fused Triton kernels on CUDA"),
     (["confirm", "--study", "nope"], "no study 'nope'"),
     (["confirm", "--study", "x", "--seeds", "0"], ("--seeds", "must be >= 1, got 0")),
@@ -146,7 +151,7 @@ def scratch(tmp_path_factory, data_dir):
     for name, (line, bad) in SPACES.items():
         assert line in SPACE, name  # the default space changed: update the row
         (t / name).write_text(SPACE.replace(line, bad))
-    (t / "latin1.toml").write_bytes(SPACE.replace("Seed family", "Seed famîly").encode("latin-1"))
+    (t / "latin1.toml").write_bytes(SPACE.replace("family", "famîly").encode("latin-1"))
     for name, config in CONFIGS.items():
         (t / name).write_text(json.dumps(config))
     (t / "invalid.json").write_text("{layers: []}")

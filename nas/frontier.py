@@ -1,0 +1,210 @@
+"""`nas frontier`: the smallest network that holds 99.4% at each of several budgets.
+
+For each budget, in one storage (each study visible in optuna-dashboard, each resumable):
+1. a search, study "<name>-b<budget>" (nas.search, no confirmation of its own);
+2. selection without the test set: the `select_top` best distinct configurations retrained on the
+   search's validation split with `select_seeds` more seeds; each is ranked by its worst seed's
+   worst of the last K epochs (its search trial counts as one more seed);
+3. the confirmation of the `confirm_top` best of those on the test set with `seeds` seeds;
+4. the winner, the confirmed configuration whose worst seed holds best (a choice made on the test
+   set), retested on `fresh_seeds` seeds that took no part in choosing it: the frontier's numbers.
+The report: results/<name>/frontier.csv (one row per confirmed configuration), fresh.csv (the
+winners' fresh seeds), summary.csv (one row per budget), frontier.png, and each winner's config as
+<name>-<budget>.json, which `nas replay <name>-<budget>` replays.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from nas import NasError, confirm, search, spec, verdict
+from nas.files import write_csv, write_text
+
+
+class FrontierError(NasError, ValueError):
+    """Budgets or settings a frontier cannot run with."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    budgets: tuple[int, ...] = (5000, 6000, 8000)
+    name: str = "frontier"  # studies "<name>-b<budget>"; report in <results_dir>/<name>/
+    space: str = "wide"
+    trials: int = 60  # trained trials per budget
+    select_top: int = 6  # configurations retrained on validation before the test set is read
+    select_seeds: int = 2  # more seeds for each of them
+    confirm_top: int = 3  # of those, confirmed on the test set
+    seeds: int = 5  # confirmation seeds: 0 .. seeds - 1
+    fresh_seeds: int = 5  # the winner's seeds after those: seeds .. seeds + fresh_seeds - 1
+    jobs: int = 1
+    pruner: str = "hyperband"
+    seed: int = 0  # sampler seed
+    device: str = "auto"
+    data_dir: str | None = None
+    download: bool = True
+    results_dir: str = "results"
+    storage: str | None = None
+    epochs: int | None = None  # quick runs
+    train_limit: int | None = None
+    val_limit: int | None = None
+
+    def search(self, budget: int) -> search.Settings:
+        keys = ("space", "trials", "jobs", "pruner", "seed", "device", "data_dir", "download", "results_dir",
+                "storage", "epochs", "train_limit", "val_limit")  # fmt: skip
+        given = {k: getattr(self, k) for k in keys}
+        return search.Settings(budget=budget, study=f"{self.name}-b{budget}", confirm=False, **given)
+
+    def stage(self, budget: int, stage: str, trials: tuple[int, ...], seeds: int, first_seed: int):
+        """nas.confirm's settings for one stage of this budget."""
+        return replace(
+            search.confirm_settings(self.search(budget)), stage=stage, trials=trials, top=self.select_top,
+            seeds=seeds, first_seed=first_seed, val_limit=self.val_limit, download=False,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BudgetStarted:
+    budget: int
+    index: int  # 1-based
+    budgets: int
+
+
+@dataclass(frozen=True)
+class Winner:
+    budget: int
+    confirmed: list[verdict.Verdict]  # the candidates on the test set, in selection order
+    winner: verdict.Verdict  # the one chosen among them
+    fresh: verdict.Verdict  # the winner on fresh seeds
+    config: spec.Config
+
+
+@dataclass(frozen=True)
+class Outcome:
+    winners: list[Winner]
+    files: list[Path]
+
+
+def check(settings: Settings) -> None:
+    if (
+        not settings.budgets
+        or any(b < 1 for b in settings.budgets)
+        or len(set(settings.budgets)) < len(settings.budgets)
+    ):
+        raise FrontierError(f"--budgets must be distinct positive numbers of parameters, got {settings.budgets}")
+    if settings.confirm_top > settings.select_top:
+        raise FrontierError(f"--confirm-top {settings.confirm_top} is more than --select-top {settings.select_top}")
+
+
+def run(settings: Settings, on_progress: Callable[[object], None] | None = None) -> Outcome:
+    """Every budget in turn (a finished stage is not run again: the same command resumes), then the report."""
+    say = on_progress or (lambda event: None)
+    check(settings)
+    for budget in settings.budgets:
+        search.check(settings.search(budget))  # every budget's settings, before anything is trained
+    winners = []
+    for i, budget in enumerate(sorted(settings.budgets), start=1):
+        say(BudgetStarted(budget, i, len(settings.budgets)))
+        winners.append(one_budget(settings, budget, say))
+    return Outcome(winners, write_report(settings, winners))
+
+
+def one_budget(settings: Settings, budget: int, say) -> Winner:
+    found = search.run(settings.search(budget), say).study
+    chosen = confirm.run(settings.stage(budget, "select", (), settings.select_seeds, 500_000), say)
+    # the selection's verdicts, with each configuration's own search trial as one more seed
+    ranked = sorted(chosen.verdicts, key=lambda v: (-worst(v, found.trials[v.trial]), v.params))
+    candidates = tuple(v.trial for v in ranked[: settings.confirm_top])
+    confirmed = confirm.run(settings.stage(budget, "confirm", candidates, settings.seeds, 0), say).verdicts
+    best = max(confirmed, key=lambda v: (v.consistent, min(r.min_last_k for r in v.per_seed), -v.params))
+    fresh = confirm.run(settings.stage(budget, "fresh", (best.trial,), settings.fresh_seeds, settings.seeds), say)
+    config = spec.from_dict(found.trials[best.trial].user_attrs["config"])
+    return Winner(budget, confirmed, best, fresh.verdicts[0], replace(config, name=f"{settings.name}-{budget}"))
+
+
+def worst(v: verdict.Verdict, trial) -> float:
+    """The worst of the last K validation epochs over the selection's seeds and the search trial's."""
+    own = verdict.tail([h["eval_acc"] for h in trial.user_attrs["history"]])
+    return min([min(own), *(r.min_last_k for r in v.per_seed)])
+
+
+# --------------------------------------------------------------------------- the report
+
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # Student's t
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """The 95% confidence interval of the mean (Student's t; the normal's 1.96 past 10 values)."""
+    mean = statistics.mean(values)
+    if len(values) < 2:
+        return mean, mean
+    half = T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
+    return mean - half, mean + half
+
+
+def summary_rows(winners: list[Winner]) -> list[dict]:
+    rows = []
+    for w in winners:
+        f = w.fresh
+        lo, hi = interval(f.finals)
+        rows.append(
+            {
+                "budget": w.budget,
+                "name": w.config.name,
+                "trial": w.winner.trial,
+                "params": f.params,
+                "macs": f.macs,
+                "seeds": " ".join(str(r.seed) for r in f.per_seed),
+                "mean": f.mean,
+                "std": f.std,
+                "ci95_low": lo,
+                "ci95_high": hi,
+                "worst_last_k": min(r.min_last_k for r in f.per_seed),
+                "consistent": f.consistent,
+            }
+        )
+    return rows
+
+
+def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
+    import pandas as pd
+
+    from nas import figures
+
+    out = Path(settings.results_dir) / settings.name
+    confirmed = [
+        {"budget": w.budget, "winner": v.trial == w.winner.trial, **row}
+        for w in winners
+        for v in w.confirmed
+        for row in verdict_rows(v)
+    ]
+    fresh = [{"budget": w.budget, **row} for w in winners for row in verdict_rows(w.fresh)]
+    summary = summary_rows(winners)
+    files = [
+        write_csv(pd.DataFrame(confirmed), out / "frontier.csv"),
+        write_csv(pd.DataFrame(fresh), out / "fresh.csv"),
+        write_csv(pd.DataFrame(summary), out / "summary.csv"),
+        figures.frontier(summary, out / "frontier.png"),
+    ]
+    files += [write_text(out / f"{w.config.name}.json", w.config.to_json()) for w in winners]
+    files.append(write_text(out / "settings.json", json.dumps(asdict(settings), indent=2) + "\n"))
+    return files
+
+
+def verdict_rows(v: verdict.Verdict) -> list[dict]:
+    """One row per seed of a configuration: its per-seed figures beside the configuration's."""
+    config = {"trial": v.trial, "params": v.params, "macs": v.macs, "mean": v.mean, "std": v.std}
+    return [{**config, **r.to_dict(), "config_consistent": v.consistent} for r in v.per_seed]
+
+
+def winner_config(name: str, results_dir: str | Path) -> spec.Config | None:
+    """The config a frontier wrote as `<name>.json` (`nas replay frontier-8000`), looked for under
+    the results folder and its committed evidence; None when there is none."""
+    for folder in (Path(results_dir), Path(results_dir) / "evidence"):
+        for path in sorted(folder.glob(f"*/{name}.json")):
+            if (path.parent / "summary.csv").exists():  # a frontier's report folder
+                return spec.load(path)
+    return None

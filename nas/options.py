@@ -1,0 +1,163 @@
+"""The command line's options, declared as data: each command's own, and the groups several
+commands share (declared once); the argparse types that refuse non-finite and out-of-range numbers
+with one line. nas.cli holds what each command does."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from nas import __version__, verdict
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, as every other bad input gets (argparse would print the whole usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+# --------------------------------------------------------------------------- option types and groups
+
+
+def checked(kind, ok=lambda value: True, rule: str = ""):
+    """An argparse type: a number of `kind`, finite, for which ok(value) holds ("must be <rule>")."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    return parse
+
+
+whole = checked(int)
+positive_int = checked(int, lambda v: v >= 1, ">= 1")
+positive_float = checked(float, lambda v: v > 0, "> 0")
+percent = checked(float, lambda v: 0 < v <= 100, "between 0 and 100")
+
+
+def budgets(text: str) -> tuple[int, ...]:
+    """--budgets 5000,6000,8000: distinct parameter budgets."""
+    values = tuple(positive_int(part) for part in text.split(","))
+    if len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"budgets must differ, got {text}")
+    return values
+
+
+def arg(*flags: str, **kwargs) -> tuple:
+    return flags, kwargs
+
+
+# options several commands take, declared once
+SHARED = {
+    "storage": [
+        arg("--storage", help="Optuna storage URL (default: sqlite:///<results-dir>/nas.db)"),
+        arg("--results-dir", default="results", help="holds nas.db, artifacts/ and outputs (default: results)"),
+    ],
+    "data": [
+        arg("--device", default="auto", help="auto (CUDA > MPS > CPU), cpu, cuda, cuda:1, mps"),
+        arg("--data-dir", help="folder holding MNIST/raw/ (default: $NAS_DATA_DIR, else ~/.cache/nas/data)"),
+        arg("--no-download", action="store_true", help="never try to download MNIST"),
+    ],
+    "training": [
+        arg("--epochs", type=positive_int, help="override the epochs (quick runs)"),
+        arg("--train-limit", type=positive_int, help="first N training images only (quick runs)"),
+    ],
+    "confirmation": [
+        arg("--top", type=positive_int, default=3, help="distinct configurations to confirm (default 3)"),
+        arg("--seeds", type=positive_int, default=5, help="seeds per configuration (default 5)"),
+        arg("--jobs", type=positive_int, default=1, help="worker processes (default 1)"),
+    ],
+    "runs": [
+        arg("--seeds", type=positive_int, default=1, help="number of seeds (default 1)"),
+        arg("--seed", type=whole, default=0, help="first seed; runs use seed, seed+1, ... (default 0)"),
+        arg("--last-k", type=positive_int, default=verdict.LAST_K, help="epochs that must all reach the threshold"),
+        arg("--threshold", type=percent, default=verdict.THRESHOLD, help="test accuracy %% for 'consistent'"),
+    ],
+}
+STUDY = arg("--study", required=True, help="the search study")
+RUN, CONFIRM = ("runs", "training", "data", "storage"), ("training", "confirmation", "data", "storage")
+TRAINED = ("training", "data", "storage")
+# command: (help, shared option groups, its own options)
+SPEC = {
+    "search": ("budget-constrained Optuna search, then its confirmation (resumes when run again)", CONFIRM, [
+        arg("--budget", type=positive_int, default=8000, help="models have fewer parameters (default 8000)"),
+        arg("--trials", type=positive_int, default=200, help="trained trials: completed + pruned (default 200)"),
+        arg("--space", default="default", help="space name (see `nas spaces`) or .toml path"),
+        arg("--study", help="study name (default: <space>-b<budget>)"),
+        arg("--timeout", type=positive_float, help="stop starting trials after this many seconds"),
+        arg("--sampler", default="tpe", choices=["tpe", "random"]),
+        arg("--pruner", default="hyperband", choices=["hyperband", "median", "none"]),
+        arg("--seed", type=whole, default=0, help="sampler seed; trial seed = seed + trial number"),
+        arg("--no-baselines", action="store_true", help="do not queue the reference baselines first"),
+        arg("--val-limit", type=positive_int, help="first N validation images only (quick runs)"),
+        arg("--no-confirm", action="store_true", help="skip the confirmation after the search")]),
+    "confirm": ("retrain a study's top configurations with several seeds, on the test set", CONFIRM, [STUDY]),
+    "replay": ("replay a reference baseline (or a config file) over seeds, on the test set", RUN, [
+        arg("name", nargs="?", help="baseline name (see --list) or path to a config JSON file"),
+        arg("--list", action="store_true", help="list the baselines and exit")]),
+    "train": ("train one config (a file, or a study's trial) over seeds, on the test set", RUN, [
+        arg("--config", help="a config JSON file (the schema of `nas replay`)"),
+        arg("--trial", type=whole, help="a trial number of --study"),
+        arg("--study", help="the study of --trial")]),
+    "report": ("write a study's leaderboard, summary and figures, attached to the study", ("data", "storage"), [STUDY]),
+    "dashboard": ("open a storage in optuna-dashboard (loopback only by default)", ("storage",), [
+        arg("--study", help="print the URL of this study's page"),
+        arg("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"),
+        arg("--port", type=positive_int, default=8080, help="port (default 8080)")]),
+    "export": ("write a confirmed configuration: config, weights, ONNX, model.py", ("storage",), [
+        arg("--study", required=True, help="a confirmed search study"),
+        arg("--rank", type=positive_int, default=1, help="which confirmed configuration (default 1)"),
+        arg("--seed", type=whole, help="whose weights (default: the seed with the median test accuracy)"),
+        arg("--out", required=True, help="folder to write")]),
+    "bench": ("the reference pipeline vs nas's loop, side by side; epoch time vs model size", ("data", "storage"), [
+        arg("--config", default="baseline-6", help="baseline name or config file (default baseline-6)"),
+        arg("--steps", type=positive_int, default=150, help="optimizer steps per measurement (default 150)"),
+        arg("--repeats", type=positive_int, default=3, help="measurements of each pipeline (default 3)"),
+        arg("--jobs", type=positive_int, help="processes for the whole-machine figure (default: cores)"),
+        arg("--workers", type=whole, help="DataLoader workers of the reference pipeline (default: cores)"),
+        arg("--quick", action="store_true", help="20 steps, 1 repeat, 3 sizes: a check, not a measurement")]),
+    "frontier": ("the smallest consistent network per budget: search, select, confirm, retest", TRAINED, [
+        arg("--budgets", type=budgets, default=(5000, 6000, 8000), help="comma-separated (default 5000,6000,8000)"),
+        arg("--name", default="frontier", help="studies <name>-b<budget>, report in <results-dir>/<name>/"),
+        arg("--space", default="wide", help="space name (see `nas spaces`) or .toml path (default wide)"),
+        arg("--trials", type=positive_int, default=60, help="trained trials per budget (default 60)"),
+        arg("--select-top", type=positive_int, default=6, help="configurations retrained on validation (default 6)"),
+        arg("--select-seeds", type=positive_int, default=2, help="their seeds beyond the search's (default 2)"),
+        arg("--confirm-top", type=positive_int, default=3, help="of those, confirmed on the test set (default 3)"),
+        arg("--seeds", type=positive_int, default=5, help="confirmation seeds (default 5)"),
+        arg("--fresh-seeds", type=positive_int, default=5, help="the winner's fresh test seeds (default 5)"),
+        arg("--jobs", type=positive_int, default=1, help="worker processes (default 1)"),
+        arg("--pruner", default="hyperband", choices=["hyperband", "median", "none"]),
+        arg("--seed", type=whole, default=0, help="sampler seed"),
+        arg("--val-limit", type=positive_int, help="first N validation images only (quick runs)")]),
+    "spaces": ("list the search spaces and their dimensions", (), []),
+    "studies": ("list the studies in a storage, or delete or rename one", ("storage",), []),
+}  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    def group(options: list[tuple], p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        for flags, kwargs in options:
+            p.add_argument(*flags, **kwargs)
+        return p
+
+    shared = {name: group(options, argparse.ArgumentParser(add_help=False)) for name, options in SHARED.items()}
+    ap = Parser(prog="nas", description="Discover tiny MNIST networks under a parameter budget.")
+    ap.add_argument("--version", action="version", version=f"nas {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+    parsers = {
+        name: group(options, sub.add_parser(name, parents=[shared[g] for g in parents], help=text))
+        for name, (text, parents, options) in SPEC.items()
+    }
+    either = parsers["studies"].add_mutually_exclusive_group()
+    either.add_argument("--delete", metavar="STUDY", help="delete this study (asks no question: it is gone)")
+    either.add_argument("--rename", nargs=2, metavar=("STUDY", "NEW"), help="rename a study with its confirmation")
+    return ap
