@@ -14,13 +14,15 @@ import argparse
 import optuna
 from optuna.trial import TrialState
 
-from nas import store
+from nas import store, verdict
 
 PRUNERS = {
     "median (5 startup, warmup 3)": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
     "median (5 startup, warmup 1)": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     "hyperband (min 1, factor 3)": lambda epochs: optuna.pruners.HyperbandPruner(1, epochs, 3),
     "hyperband (min 2, factor 3)": lambda epochs: optuna.pruners.HyperbandPruner(2, epochs, 3),
+    "hyperband (min 3, factor 3)": lambda epochs: optuna.pruners.HyperbandPruner(3, epochs, 3),
+    "hyperband (min 5, factor 3)": lambda epochs: optuna.pruners.HyperbandPruner(5, epochs, 3),
 }
 
 
@@ -39,7 +41,7 @@ def replay(curves: list[list[float]], pruner) -> tuple[int, list[bool]]:
                 finished.append(False)
                 break
         else:
-            study.tell(trial, sum(curve[-3:]) / len(curve[-3:]))
+            study.tell(trial, min(verdict.tail(curve)))  # the search's objective
             finished.append(True)
     return epochs, finished
 
