@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+if os.environ.get("NAS_DATA_DIR"):  # as the README sets it, relative: tests change folders, so make it absolute
+    os.environ["NAS_DATA_DIR"] = str(Path(os.environ["NAS_DATA_DIR"]).expanduser().resolve())
 
 
 @pytest.fixture(scope="session")
