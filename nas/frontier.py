@@ -41,7 +41,7 @@ class Settings:
     seeds: int = 5  # confirmation seeds: 0 .. seeds - 1
     fresh_seeds: int = 5  # the winner's seeds after those: seeds .. seeds + fresh_seeds - 1
     jobs: int = 1
-    pruner: str = "hyperband"
+    pruner: str = "median"  # kept the 3 best of the wide space's unpruned curves; Hyperband did not (docs/search.md)
     seed: int = 0  # sampler seed
     device: str = "auto"
     data_dir: str | None = None

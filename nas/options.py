@@ -135,7 +135,7 @@ SPEC = {
         arg("--seeds", type=positive_int, default=5, help="confirmation seeds (default 5)"),
         arg("--fresh-seeds", type=positive_int, default=5, help="the winner's fresh test seeds (default 5)"),
         arg("--jobs", type=positive_int, default=1, help="worker processes (default 1)"),
-        arg("--pruner", default="hyperband", choices=["hyperband", "median", "none"]),
+        arg("--pruner", default="median", choices=["hyperband", "median", "none"], help="(default median)"),
         arg("--seed", type=whole, default=0, help="sampler seed"),
         arg("--val-limit", type=positive_int, help="first N validation images only (quick runs)")]),
     "spaces": ("list the search spaces and their dimensions", (), []),
