@@ -116,12 +116,13 @@ def one_budget(settings: Settings, budget: int, say) -> Winner:
     found = search.run(settings.search(budget), say).study
     chosen = confirm.run(settings.stage(budget, "select", (), settings.select_seeds, 500_000), say)
     # the selection's verdicts, with each configuration's own search trial as one more seed
-    ranked = sorted(chosen.verdicts, key=lambda v: (-worst(v, found.trials[v.trial]), v.params))
+    trials = {t.number: t for t in found.get_trials(deepcopy=False)}  # read once, not per comparison
+    ranked = sorted(chosen.verdicts, key=lambda v: (-worst(v, trials[v.trial]), v.params))
     candidates = tuple(v.trial for v in ranked[: settings.confirm_top])
     confirmed = confirm.run(settings.stage(budget, "confirm", candidates, settings.seeds, 0), say).verdicts
     best = max(confirmed, key=lambda v: (v.consistent, min(r.min_last_k for r in v.per_seed), -v.params))
     fresh = confirm.run(settings.stage(budget, "fresh", (best.trial,), settings.fresh_seeds, settings.seeds), say)
-    config = spec.from_dict(found.trials[best.trial].user_attrs["config"])
+    config = spec.from_dict(trials[best.trial].user_attrs["config"])
     return Winner(budget, confirmed, best, fresh.verdicts[0], replace(config, name=f"{settings.name}-{budget}"))
 
 
