@@ -3,6 +3,7 @@ the stored weights, runs inference for the pick's figures, and never trains."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,6 +229,9 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     files.append(figures.params_vs_accuracy(frame, budget, out / "params_vs_accuracy.png", title))
     for kind in ("optimization_history", "param_importances", "intermediate_values"):
         files.append(figures.optuna_plot(kind, study, out / f"{kind}.png"))
+    weights = importances(study)
+    if weights is not None:
+        files.append(write_csv(weights, out / "importances.csv"))
 
     verdicts = [v for v in verdict.stored(study) if v.seeds_done]
     best = None
@@ -282,6 +286,13 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         ]
     note = "\n".join(lines)  # the dashboard's note: the study and its confirmation
     lines += [
+        "## Which dimensions mattered",
+        "",
+        f"Optuna's parameter importances (PED-ANOVA) over the {summary(study).get('completed', 0)} completed "
+        "trials; a handful of trials ranks the dimensions only roughly.",
+        "",
+        markdown(weights) if weights is not None else "Too few completed trials.",
+        "",
         "## The reference baselines",
         "",
         "Reference: the numbers the reference experiment reported (one run). Replay: `nas replay NAME` (the "
@@ -296,6 +307,21 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     lines += [f"![{p.stem}]({p.name})" for p in files if p is not None and p.suffix == ".png"]
     files.append(write_text(out / "summary.md", "\n".join(lines) + "\n"))
     return [p for p in files if p is not None], note
+
+
+def importances(study: optuna.Study) -> pd.DataFrame | None:
+    """Each dimension's importance to the trials' values (Optuna's default evaluator, PED-ANOVA:
+    which values the best trials have in common); None under 2 completed trials."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PED-ANOVA warns of values few trials took; summary.md says so
+        try:
+            # sorted: the result depends on the parameters' order (a hash-seeded set otherwise)
+            names = sorted(optuna.importance.get_param_importances(study))
+            shares = optuna.importance.get_param_importances(study, params=names)
+        except (ValueError, RuntimeError):
+            return None
+    rows = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+    return pd.DataFrame([{"dimension": k, "importance": round(v, 3)} for k, v in rows])
 
 
 def confirmation_runs(conf: optuna.Study) -> dict:

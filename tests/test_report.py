@@ -38,6 +38,10 @@ def check_report(folder, study: optuna.Study, budget: int) -> None:
     summary = (folder / "summary.md").read_text()
     assert "## Top configurations, confirmed on the test set" in summary and "| Layer No. |" in summary
     assert summary.count("| baseline-") == 10  # the reference baselines beside the study's numbers
+    weights = pd.read_csv(folder / "importances.csv")  # one row per searched dimension, shares of 1
+    searched = {k for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE for k in t.params}
+    assert len(weights) and set(weights["dimension"]) <= searched
+    assert abs(weights["importance"].sum() - 1) < 0.01 and "## Which dimensions mattered" in summary
 
 
 def test_report_on_the_committed_real_study(tmp_path, data_dir):
