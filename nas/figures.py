@@ -165,9 +165,10 @@ PUBLISHED = [
 
 
 @plain
-def frontier(rows: list[dict], path: Path) -> Path:
+def frontier(rows: list[dict], baselines: list[tuple[int, float, str]], path: Path) -> Path:
     """Test accuracy against parameters of each budget's winner on its fresh seeds (mean, 95%
-    interval, each seed's worst of the last K epochs), the threshold line and the published points."""
+    interval, each seed's worst of the last K epochs), the threshold line, the published points and
+    the replayed baselines (params, mean final, label)."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for r in rows:
         ax.errorbar(r["params"], r["mean"], yerr=[[r["mean"] - r["ci95_low"]], [r["ci95_high"] - r["mean"]]],
@@ -177,10 +178,24 @@ def frontier(rows: list[dict], path: Path) -> Path:
     for params, acc, label in PUBLISHED:
         ax.scatter([params], [acc], marker="*", s=90, c="tab:green")
         ax.annotate(label, (params, acc), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    groups: list[list] = []  # points at one size within 0.02 points share a label: they would overlap
+    for params, acc, label in sorted(baselines):
+        if groups and groups[-1][0] == params and acc - groups[-1][1] < 0.02:
+            groups[-1][2].append(label)
+        else:
+            groups.append([params, acc, [label]])
+    for params, acc, labels in groups:
+        ax.annotate(
+            ", ".join(labels), (params, acc), textcoords="offset points", xytext=(-6, -3), ha="right", fontsize=7
+        )
+    if baselines:
+        ax.scatter(*zip(*[(p, a) for p, a, _ in baselines], strict=True), marker="s", s=30, c="tab:purple",
+                   label="the reference's baselines, replayed (mean final)")  # fmt: skip
     ax.axhline(THRESHOLD, c="tab:red", ls="--", lw=1, label=f"{THRESHOLD:.2f}%")
     ax.set_xlabel("parameters")
     ax.set_ylabel("test accuracy % (fresh seeds)")
     ax.set_title("frontier: mean and 95% interval (blue: consistent), worst of the last epochs (triangles)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.15)  # room for the labels at the smallest and largest sizes
+    ax.legend(loc="best", fontsize=8)
     return _save(fig, path)

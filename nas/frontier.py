@@ -188,11 +188,25 @@ def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
         write_csv(pd.DataFrame(confirmed), out / "frontier.csv"),
         write_csv(pd.DataFrame(fresh), out / "fresh.csv"),
         write_csv(pd.DataFrame(summary), out / "summary.csv"),
-        figures.frontier(summary, out / "frontier.png"),
+        figures.frontier(summary, replayed_baselines(settings), out / "frontier.png"),
     ]
     files += [write_text(out / f"{w.config.name}.json", w.config.to_json()) for w in winners]
     files.append(write_text(out / "settings.json", json.dumps(asdict(settings), indent=2) + "\n"))
     return files
+
+
+def replayed_baselines(settings: Settings) -> list[tuple[int, float, str]]:
+    """(params, mean final test accuracy, label) of the reference's baselines near the budgets that
+    `nas replay` ran in full under this results folder, for the figure."""
+    from nas import report
+
+    points = []
+    for name in spec.baseline_names():
+        params = spec.param_count(spec.load_baseline(name))
+        run = report.replayed(Path(settings.results_dir), name)
+        if run and run["train_limit"] is None and params <= 1.25 * max(settings.budgets):
+            points.append((params, run["final"], f"{name} ({run['seeds']} seed{'s' * (run['seeds'] > 1)})"))
+    return points
 
 
 def verdict_rows(v: verdict.Verdict) -> list[dict]:
