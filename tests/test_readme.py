@@ -106,19 +106,23 @@ def test_readme_results_table_comes_from_the_stored_confirmations():
     for label, (db, name) in studies.items():
         record = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").user_attrs["confirmation"]
         for v in record["verdicts"]:
-            row = re.search(rf"^\| `?{label}`? trial {v['trial']}\b.*$", text, re.M)
-            if row is None:
-                continue
-            cells = [c.strip() for c in row.group(0).strip("|").split("|")]
-            assert cells[1:5] == [
-                f"{v['params']:,}",
-                f"{v['macs']:,}",
-                " ".join(f"{s['final']:.2f}" for s in v["per_seed"]),
-                f"{v['mean']:.2f} ± {v['std']:.2f}",
-            ], row.group(0)
-            assert cells[5].startswith("yes" if v["consistent"] else "no"), row.group(0)
-            rows += 1
+            finals = [s["final"] for s in v["per_seed"]]
+            row = results_row(text, rf"`?{label}`? trial {v['trial']}\b", v, finals)
+            rows += row is not None
     assert rows == 4
+
+
+def results_row(text: str, label: str, v, finals: list[float]) -> list[str] | None:
+    """The cells of the Results table's row whose first cell starts with `label` (None when there is
+    none), checked against a verdict's params, MACs, finals, mean ± std and consistency."""
+    row = re.search(rf"^\| {label}.*$", text, re.M)
+    if row is None:
+        return None
+    cells = [c.strip() for c in row.group(0).strip("|").split("|")]
+    expected = [f"{v['params']:,}", f"{v['macs']:,}", " ".join(f"{f:.2f}" for f in finals)]
+    assert cells[1:5] == [*expected, f"{v['mean']:.2f} ± {v['std']:.2f}"], row.group(0)
+    assert cells[5].startswith("yes" if v["consistent"] else "no"), row.group(0)
+    return cells
 
 
 def test_results_page_gpu_100_trial_search_comes_from_its_study():
@@ -135,3 +139,35 @@ def test_results_page_gpu_100_trial_search_comes_from_its_study():
     pick = study.user_attrs["confirmation"]["verdicts"][0]
     seeds = " ".join(f"{s['final']:.2f}" for s in pick["per_seed"])
     assert f"gave {seeds}% on the test set ({pick['mean']:.2f} ± {pick['std']:.2f};" in text
+
+
+def test_readme_frontier_rows_come_from_the_committed_frontier():
+    # each `frontier-<budget>` row of the Results table, from the frontier's fresh seeds; and
+    # `nas replay frontier-<budget>` finds the same network in the committed evidence
+    import pandas as pd
+
+    from nas import frontier, spec
+
+    folder = EVIDENCE / "frontier"
+    summary, fresh = pd.read_csv(folder / "summary.csv"), pd.read_csv(folder / "fresh.csv")
+    text = (REPO / "README.md").read_text()
+    for s in summary.itertuples():
+        seeds = fresh[fresh["budget"] == s.budget]
+        cells = results_row(text, f"`{s.name}`", s._asdict(), list(seeds["final"]))
+        assert cells is not None, s.name
+        assert f"seeds {seeds['seed'].min()}-{seeds['seed'].max()}" in cells[0]
+        config = frontier.winner_config(s.name, REPO / "results")
+        assert config is not None and spec.param_count(config) == s.params
+
+
+def test_search_page_importances_come_from_the_committed_reports():
+    import pandas as pd
+
+    text = (REPO / "docs" / "search.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| ([\d.-]+) \| ([\d.-]+) \|$", text, re.M)
+    assert len(rows) >= 20
+    for column, study in ((1, "cpu-b8000"), (2, "frontier-b8000")):
+        shares = pd.read_csv(EVIDENCE / study / "importances.csv").set_index("dimension")["importance"]
+        for row in rows:
+            expected = f"{shares[row[0]]:.3f}" if row[0] in shares.index else "-"
+            assert row[column] == expected, (study, row)
