@@ -48,4 +48,13 @@ cd /tmp && timeout "${SEARCH_SECONDS:-270}" python3 -m nas search --budget 8000 
 echo "search exit $? after $SECONDS s"
 cp /tmp/res/nas.db "$OUT/gpu-search.db"
 fi
+# 6: not in the default steps (STEPS="6"): the whole frontier, which the CPU runs only in part
+want 6 && step "6. nas frontier --budgets ${BUDGETS:-5000,6000,8000} --trials ${TRIALS:-60} --jobs 8"
+if want 6; then
+SECONDS=0
+cd /tmp && timeout "${FRONTIER_SECONDS:-540}" python3 -m nas frontier --budgets "${BUDGETS:-5000,6000,8000}" \
+  --trials "${TRIALS:-60}" --jobs 8 --device cuda --results-dir /tmp/res
+echo "frontier exit $? after $SECONDS s"
+cp /tmp/res/nas.db "$OUT/frontier.db" && cp -r /tmp/res/frontier "$OUT/" 2>/dev/null
+fi
 step done
