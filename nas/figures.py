@@ -76,16 +76,13 @@ def params_vs_accuracy(frame: pd.DataFrame, budget: int, path: Path, title: str)
     return _save(fig, path)
 
 
-def optuna_plot(kind: str, study: optuna.Study, path: Path) -> Path | None:
+def optuna_plot(kind: str, study: optuna.Study, path: Path, **kwargs) -> Path | None:
     """One of Optuna's matplotlib plots ("optimization_history", "param_importances",
-    "intermediate_values"); None where the study has too little for it."""
+    "intermediate_values"), `kwargs` passed to it; None where the study has too little for it."""
     plot = getattr(optuna.visualization.matplotlib, f"plot_{kind}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
         try:
-            kwargs = {}
-            if kind == "param_importances":  # a fixed order: the result depends on it (hash-seeded sets)
-                kwargs["params"] = sorted(optuna.importance.get_param_importances(study))
             ax = plot(study, **kwargs)
         except (ValueError, RuntimeError):  # e.g. importances need 2+ completed trials
             return None

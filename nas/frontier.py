@@ -203,8 +203,10 @@ def replayed_baselines(settings: Settings) -> list[tuple[int, float, str]]:
     points = []
     for name in spec.baseline_names():
         params = spec.param_count(spec.load_baseline(name))
+        if params > 1.25 * max(settings.budgets):  # far off the figure: no need to read its replay
+            continue
         run = report.replayed(Path(settings.results_dir), name)
-        if run and run["train_limit"] is None and params <= 1.25 * max(settings.budgets):
+        if run and run["train_limit"] is None:
             points.append((params, run["final"], f"{name} ({run['seeds']} seed{'s' * (run['seeds'] > 1)})"))
     return points
 

@@ -223,15 +223,17 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     out = results_dir / study.study_name
     ident = study.user_attrs.get("identity", {})
     budget = ident.get("budget", 8000)
-    frame = leaderboard(study)
+    frame, counts = leaderboard(study), summary(study)
     files = [write_csv(frame, out / "leaderboard.csv")]
     title = f"{study.study_name}: validation accuracy vs parameters (budget {budget:,})"
     files.append(figures.params_vs_accuracy(frame, budget, out / "params_vs_accuracy.png", title))
-    for kind in ("optimization_history", "param_importances", "intermediate_values"):
-        files.append(figures.optuna_plot(kind, study, out / f"{kind}.png"))
     weights = importances(study)
-    if weights is not None:
+    files.append(figures.optuna_plot("optimization_history", study, out / "optimization_history.png"))
+    if weights is not None:  # the plot with the table's dimensions, in a fixed order (the result depends on it)
         files.append(write_csv(weights, out / "importances.csv"))
+        params = sorted(weights["dimension"])
+        files.append(figures.optuna_plot("param_importances", study, out / "param_importances.png", params=params))
+    files.append(figures.optuna_plot("intermediate_values", study, out / "intermediate_values.png"))
 
     verdicts = [v for v in verdict.stored(study) if v.seeds_done]
     best = None
@@ -259,7 +261,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         + ", ".join(f"{k} {settings[k]}" for k in shown if settings.get(k) is not None)
         + f"; nas {study.user_attrs.get('nas_version')}.",
         "",
-        display.summary_line(summary(study)),
+        display.summary_line(counts),
         "",
         "## Top configurations, confirmed on the test set",
         "",
@@ -288,7 +290,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     lines += [
         "## Which dimensions mattered",
         "",
-        f"Optuna's parameter importances (PED-ANOVA) over the {summary(study).get('completed', 0)} completed "
+        f"Optuna's parameter importances (PED-ANOVA) over the {counts.get('completed', 0)} completed "
         "trials; a handful of trials ranks the dimensions only roughly.",
         "",
         markdown(weights) if weights is not None else "Too few completed trials.",
