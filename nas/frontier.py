@@ -71,6 +71,7 @@ class BudgetStarted:
     budget: int
     index: int  # 1-based
     budgets: int
+    runs_after_search: int  # the selection's, the confirmation's and the fresh seeds' runs
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,11 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
     check(settings)
     for budget in settings.budgets:
         search.check(settings.search(budget))  # every budget's settings, before anything is trained
+    s = settings  # each budget's runs after its search:
+    after = s.select_top * s.select_seeds + s.confirm_top * s.seeds + s.fresh_seeds
     winners = []
     for i, budget in enumerate(sorted(settings.budgets), start=1):
-        say(BudgetStarted(budget, i, len(settings.budgets)))
+        say(BudgetStarted(budget, i, len(settings.budgets), after))
         winners.append(one_budget(settings, budget, say))
     return Outcome(winners, write_report(settings, winners))
 

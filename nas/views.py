@@ -74,6 +74,10 @@ class SearchView(ConfirmView):
     """The plan, a live panel of counts while trials train, the leaderboard; then the confirmation."""
 
     def searchplanned(self, event) -> None:
+        self.plan(event)
+        self.live = self.stack.enter_context(display.live())
+
+    def plan(self, event) -> None:
         s, sp = event.settings, event.space
         say(
             f"study {event.study!r} in {event.storage}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
@@ -97,7 +101,6 @@ class SearchView(ConfirmView):
                 f"estimate: one epoch ~{x.epoch_seconds:.0f} s here; {event.remaining} trials x {x.epochs} epochs: "
                 f"at most {display.hms(x.without_pruning)} without pruning" + (pruned if x.saving else "")
             )
-        self.live = self.stack.enter_context(display.live())
 
     def searchstatus(self, event) -> None:
         self.live.update(event)
@@ -115,6 +118,17 @@ class FrontierView(SearchView):
 
     def budgetstarted(self, event) -> None:
         say(f"\n[bold]budget {event.budget:,}[/] ({event.index} of {event.budgets})")
+        self.runs_after_search = event.runs_after_search
+
+    def plan(self, event) -> None:
+        super().plan(event)
+        if event.estimate is not None:  # the search's estimate alone would hide most of a budget's time
+            x = event.estimate
+            seconds = self.runs_after_search * x.epochs * x.epoch_seconds / event.settings.jobs
+            say(
+                f"then {self.runs_after_search} runs x {x.epochs} epochs (selection, confirmation, fresh seeds): "
+                f"at most about {display.hms(seconds)}"
+            )
 
     def confirmplanned(self, event) -> None:
         self.close()  # one bar at a time: the previous stage's is done

@@ -4,7 +4,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from nas import cli, frontier, spec, store
+from nas import cli, display, frontier, search, spec, store, views
+
+COMPLETE = optuna.trial.TrialState.COMPLETE
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -33,6 +35,28 @@ def test_each_budget_has_its_studies_and_a_winner_on_fresh_seeds(tiny):
         assert w.fresh.trial == w.winner.trial and w.winner in w.confirmed
         select = optuna.load_study(study_name=f"frontier-b{w.budget}-select", storage=url)
         assert {t.user_attrs["seed"] for t in select.trials if t.state.name == "COMPLETE"} == {500_000}
+
+
+def test_the_announced_runs_after_each_search_are_the_runs_made(tiny, capsys):
+    settings, _, events = tiny
+    url = store.default_storage(settings.results_dir)
+    started = [e for e in events if isinstance(e, frontier.BudgetStarted)]
+    for e in started:
+        made = sum(
+            len(
+                optuna.load_study(study_name=f"frontier-b{e.budget}-{stage}", storage=url).get_trials(states=[COMPLETE])
+            )
+            for stage in ("select", "confirm", "fresh")
+        )
+        assert e.runs_after_search == made == 2 * 1 + 1 * 2 + 2
+    planned = next(e for e in events if isinstance(e, search.SearchPlanned))
+    view = views.FrontierView()
+    view.budgetstarted(started[0])
+    view.plan(planned)
+    x = planned.estimate
+    hms = display.hms(6 * x.epochs * x.epoch_seconds / settings.jobs)
+    expected = f"then 6 runs x 1 epochs (selection, confirmation, fresh seeds): at most about {hms}"
+    assert expected in capsys.readouterr().out
 
 
 def test_the_report_files(tiny):
