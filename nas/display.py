@@ -352,6 +352,7 @@ def frontier_table(rows: list[dict]) -> Table:
     t = Table(title="frontier: each budget's winner on fresh seeds (test set)", title_justify="left")
     for col in (
         "budget",
+        "trials",
         "winner",
         "params",
         "MACs",
@@ -361,11 +362,12 @@ def frontier_table(rows: list[dict]) -> Table:
         "worst last K",
         "consistent",
     ):
-        t.add_column(col, justify="left" if col == "winner" else "right")
+        t.add_column(col, justify="left" if col == "winner" else "right", no_wrap=col == "winner")
     for r in rows:
         t.add_row(
             f"{r['budget']:,}",
-            f"{r['name']} (trial {r['trial']})",
+            str(r["trials"]),
+            f"{r['study']} trial {r['trial']}",
             f"{r['params']:,}",
             f"{r['macs']:,}",
             r["seeds"],

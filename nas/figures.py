@@ -167,11 +167,16 @@ def frontier(rows: list[dict], baselines: list[tuple[int, float, str]], path: Pa
     interval, each seed's worst of the last K epochs), the threshold line, the published points and
     the replayed baselines (params, mean final, label)."""
     fig, ax = plt.subplots(figsize=(8, 5))
+    points: dict[tuple, list[dict]] = {}  # one network winning at several budgets: one point, one label
     for r in rows:
+        points.setdefault((r["params"], r["mean"]), []).append(r)
+    for same in points.values():
+        r = same[0]
         ax.errorbar(r["params"], r["mean"], yerr=[[r["mean"] - r["ci95_low"]], [r["ci95_high"] - r["mean"]]],
                     fmt="o", c="tab:blue" if r["consistent"] else "tab:orange", capsize=4)  # fmt: skip
         ax.scatter([r["params"]], [r["worst_last_k"]], marker="v", c="tab:gray", s=18)
-        ax.annotate(f"b{r['budget']}", (r["params"], r["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        label = ", ".join(f"b{x['budget']}" for x in same)
+        ax.annotate(label, (r["params"], r["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
     for params, acc, label in PUBLISHED:
         ax.scatter([params], [acc], marker="*", s=90, c="tab:green")
         ax.annotate(label, (params, acc), textcoords="offset points", xytext=(6, -10), fontsize=7)

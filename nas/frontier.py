@@ -8,6 +8,9 @@ For each budget, in one storage (each study visible in optuna-dashboard, each re
 3. the confirmation of the `confirm_top` best of those on the test set with `seeds` seeds;
 4. the winner, the confirmed configuration whose worst seed holds best (a choice made on the test
    set), retested on `fresh_seeds` seeds that took no part in choosing it: the frontier's numbers.
+   The next smaller budget's winner fits this budget too and competes under the same rule, so a
+   larger budget never answers with a network that holds worse than a smaller budget's (its
+   fresh seeds are already run: winning again trains nothing).
 The report: results/<name>/frontier.csv (one row per confirmed configuration), fresh.csv (the
 winners' fresh seeds), summary.csv (one row per budget), frontier.png, and each winner's config as
 <name>-<budget>.json, which `nas replay <name>-<budget>` replays.
@@ -21,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from nas import NasError, confirm, search, spec, verdict
+from nas import NasError, confirm, search, spec, store, verdict
 from nas.files import write_csv, write_text
 
 
@@ -77,7 +80,10 @@ class BudgetStarted:
 @dataclass(frozen=True)
 class Winner:
     budget: int
-    confirmed: list[verdict.Verdict]  # the candidates on the test set, in selection order
+    trials: int  # trained trials in this budget's search
+    study: str  # the search study the winner comes from: this budget's or a smaller budget's
+    confirmed: list[tuple[str, verdict.Verdict]]  # (study, candidate) on the test set: this budget's
+    # in selection order, then the smaller budget's winner
     winner: verdict.Verdict  # the one chosen among them
     fresh: verdict.Verdict  # the winner on fresh seeds
     config: spec.Config
@@ -108,25 +114,42 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
         search.check(settings.search(budget))  # every budget's settings, before anything is trained
     s = settings  # each budget's runs after its search:
     after = s.select_top * s.select_seeds + s.confirm_top * s.seeds + s.fresh_seeds
-    winners = []
+    winners: list[Winner] = []
     for i, budget in enumerate(sorted(settings.budgets), start=1):
         say(BudgetStarted(budget, i, len(settings.budgets), after))
-        winners.append(one_budget(settings, budget, say))
+        winners.append(one_budget(settings, budget, say, winners[-1] if winners else None))
     return Outcome(winners, write_report(settings, winners))
 
 
-def one_budget(settings: Settings, budget: int, say) -> Winner:
+def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = None) -> Winner:
+    own = settings.search(budget).study
     found = search.run(settings.search(budget), say).study
+    searched = store.counts(found)["trained"]  # more than --trials where the study was searched further
     chosen = confirm.run(settings.stage(budget, "select", (), settings.select_seeds, 500_000), say)
     # the selection's verdicts, with each configuration's own search trial as one more seed
     trials = {t.number: t for t in found.get_trials(deepcopy=False)}  # read once, not per comparison
     ranked = sorted(chosen.verdicts, key=lambda v: (-worst(v, trials[v.trial]), v.params))
     candidates = tuple(v.trial for v in ranked[: settings.confirm_top])
-    confirmed = confirm.run(settings.stage(budget, "confirm", candidates, settings.seeds, 0), say).verdicts
-    best = max(confirmed, key=lambda v: (v.consistent, min(r.min_last_k for r in v.per_seed), -v.params))
+    confirmed = [
+        (own, v) for v in confirm.run(settings.stage(budget, "confirm", candidates, settings.seeds, 0), say).verdicts
+    ]
+    if smaller is not None:
+        confirmed.append((smaller.study, smaller.winner))
+    study, best = max(confirmed, key=lambda c: holds(c[1]))  # the first of equals: this budget's own
+    name = f"{settings.name}-{budget}"
+    if study != own:  # the smaller budget's winner holds better: it stays the answer, fresh seeds and all
+        return replace(
+            smaller, budget=budget, trials=searched, confirmed=confirmed, config=replace(smaller.config, name=name)
+        )
     fresh = confirm.run(settings.stage(budget, "fresh", (best.trial,), settings.fresh_seeds, settings.seeds), say)
     config = spec.from_dict(trials[best.trial].user_attrs["config"])
-    return Winner(budget, confirmed, best, fresh.verdicts[0], replace(config, name=f"{settings.name}-{budget}"))
+    return Winner(budget, searched, own, confirmed, best, fresh.verdicts[0], replace(config, name=name))
+
+
+def holds(v: verdict.Verdict) -> tuple:
+    """How well a confirmed configuration holds, best last: consistent, then its worst seed's worst
+    of the last K test epochs, then fewer parameters."""
+    return v.consistent, min(r.min_last_k for r in v.per_seed), -v.params
 
 
 def worst(v: verdict.Verdict, trial) -> float:
@@ -157,7 +180,9 @@ def summary_rows(winners: list[Winner]) -> list[dict]:
         rows.append(
             {
                 "budget": w.budget,
+                "trials": w.trials,
                 "name": w.config.name,
+                "study": w.study,
                 "trial": w.winner.trial,
                 "params": f.params,
                 "macs": f.macs,
@@ -180,12 +205,12 @@ def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
 
     out = Path(settings.results_dir) / settings.name
     confirmed = [
-        {"budget": w.budget, "winner": v.trial == w.winner.trial, **row}
+        {"budget": w.budget, "study": study, "winner": (study, v.trial) == (w.study, w.winner.trial), **row}
         for w in winners
-        for v in w.confirmed
+        for study, v in w.confirmed
         for row in verdict_rows(v)
     ]
-    fresh = [{"budget": w.budget, **row} for w in winners for row in verdict_rows(w.fresh)]
+    fresh = [{"budget": w.budget, "study": w.study, **row} for w in winners for row in verdict_rows(w.fresh)]
     summary = summary_rows(winners)
     files = [
         write_csv(pd.DataFrame(confirmed), out / "frontier.csv"),

@@ -1,10 +1,12 @@
 """`nas frontier` end to end, tiny: two budgets, two trials each, one epoch on a subset of real MNIST."""
 
+from types import SimpleNamespace
+
 import optuna
 import pandas as pd
 import pytest
 
-from nas import cli, display, frontier, search, spec, store, views
+from nas import cli, confirm, display, frontier, search, spec, store, verdict, views
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 
@@ -25,30 +27,39 @@ def test_each_budget_has_its_studies_and_a_winner_on_fresh_seeds(tiny):
     settings, outcome, events = tiny
     url = store.default_storage(settings.results_dir)
     names = set(optuna.get_all_study_names(url))
-    for budget in (6000, 8000):
-        assert {f"frontier-b{budget}{suffix}" for suffix in ("", "-select", "-confirm", "-fresh")} <= names
     assert [w.budget for w in outcome.winners] == [6000, 8000]
+    for w in outcome.winners:
+        own = w.study == f"frontier-b{w.budget}"  # or a smaller budget's winner won again: no fresh runs
+        stages = ("", "-select", "-confirm", "-fresh") if own else ("", "-select", "-confirm")
+        assert {f"frontier-b{w.budget}{suffix}" for suffix in stages} <= names
+        assert own or f"frontier-b{w.budget}-fresh" not in names
+    small, large = outcome.winners
+    assert (small.study, small.winner) in large.confirmed  # the smaller budget's winner competes at 8000
+    assert frontier.holds(large.winner) >= frontier.holds(small.winner)
     for w in outcome.winners:
         assert w.winner.params < w.budget and w.config.name == f"frontier-{w.budget}"
         assert [r.seed for r in w.winner.per_seed] == [0, 1]  # confirmation seeds
         assert [r.seed for r in w.fresh.per_seed] == [2, 3]  # fresh: no part in choosing it
-        assert w.fresh.trial == w.winner.trial and w.winner in w.confirmed
+        assert w.fresh.trial == w.winner.trial and (w.study, w.winner) in w.confirmed
         select = optuna.load_study(study_name=f"frontier-b{w.budget}-select", storage=url)
         assert {t.user_attrs["seed"] for t in select.trials if t.state.name == "COMPLETE"} == {500_000}
 
 
 def test_the_announced_runs_after_each_search_are_the_runs_made(tiny, capsys):
-    settings, _, events = tiny
+    settings, outcome, events = tiny
     url = store.default_storage(settings.results_dir)
     started = [e for e in events if isinstance(e, frontier.BudgetStarted)]
-    for e in started:
-        made = sum(
-            len(
-                optuna.load_study(study_name=f"frontier-b{e.budget}-{stage}", storage=url).get_trials(states=[COMPLETE])
-            )
+    names = set(optuna.get_all_study_names(url))
+    for e, w in zip(started, outcome.winners, strict=True):
+        made = {
+            stage: len(optuna.load_study(study_name=name, storage=url).get_trials(states=[COMPLETE]))
+            if (name := f"frontier-b{e.budget}-{stage}") in names
+            else 0
             for stage in ("select", "confirm", "fresh")
-        )
-        assert e.runs_after_search == made == 2 * 1 + 1 * 2 + 2
+        }
+        # a smaller budget's winner that wins again is not retested: its fresh seeds are run already
+        fresh = 2 if w.study == f"frontier-b{e.budget}" else 0
+        assert e.runs_after_search == 2 * 1 + 1 * 2 + 2 and made == {"select": 2, "confirm": 2, "fresh": fresh}
     planned = next(e for e in events if isinstance(e, search.SearchPlanned))
     view = views.FrontierView()
     view.budgetstarted(started[0])
@@ -63,7 +74,8 @@ def test_the_report_files(tiny):
     settings, outcome, _ = tiny
     out = outcome.files[0].parent
     confirmed = pd.read_csv(out / "frontier.csv")
-    assert len(confirmed) == 2 * 1 * 2 and confirmed["winner"].all()  # budgets x confirmed x seeds
+    assert len(confirmed) == (1 + 2) * 2  # (6000's candidate, 8000's and 6000's winner) x seeds
+    assert dict(confirmed.groupby("budget")["winner"].sum()) == {6000: 2, 8000: 2}  # one winner's seeds each
     fresh = pd.read_csv(out / "fresh.csv")
     assert sorted(fresh["seed"]) == [2, 2, 3, 3] and set(fresh["budget"]) == {6000, 8000}
     summary = pd.read_csv(out / "summary.csv")
@@ -71,6 +83,7 @@ def test_the_report_files(tiny):
     assert (summary["mean"] <= summary["ci95_high"]).all() and not summary["consistent"].any()
     for w, row in zip(outcome.winners, summary.itertuples(), strict=True):
         assert row.mean == pytest.approx(w.fresh.mean) and row.params == spec.param_count(w.config)
+        assert (row.study, row.trial, row.trials) == (w.study, w.winner.trial, 2)
         assert spec.load(out / f"frontier-{w.budget}.json") == w.config
     assert (out / "frontier.png").stat().st_size > 10_000
 
@@ -78,8 +91,8 @@ def test_the_report_files(tiny):
 def test_running_it_again_trains_nothing_and_gives_the_same_winners(tiny):
     settings, outcome, _ = tiny
     again = frontier.run(settings)
-    assert [(w.winner.trial, w.fresh.finals) for w in again.winners] == [
-        (w.winner.trial, w.fresh.finals) for w in outcome.winners
+    assert [(w.study, w.winner.trial, w.fresh.finals) for w in again.winners] == [
+        (w.study, w.winner.trial, w.fresh.finals) for w in outcome.winners
     ]
 
 
@@ -100,3 +113,50 @@ def test_settings_a_frontier_cannot_run_with():
         frontier.check(frontier.Settings(select_top=2, confirm_top=3))
     with pytest.raises(frontier.FrontierError, match=r"--budgets must be distinct positive"):
         frontier.check(frontier.Settings(budgets=(8000, 8000)))
+
+
+def test_a_smaller_budgets_winner_that_holds_better_wins_again_without_training(tmp_path, monkeypatch):
+    """5,000's winner holds 99.30 in its worst epoch and 6,000's own candidate 99.10: 6,000 answers with
+    5,000's network and its fresh seeds; 8,000's own candidate is consistent and wins. The searches
+    and stages are stand-ins returning these verdicts, so the choice is all that runs."""
+    worst = {5000: 99.30, 6000: 99.10, 8000: 99.45}
+    config = spec.load_baseline("baseline-6").to_dict()
+    fresh_made = []
+
+    def verdict_of(budget: int, seeds) -> verdict.Verdict:
+        judged = [
+            verdict.SeedVerdict.judge(s, [98.0, worst[budget], worst[budget], worst[budget] + 0.02]) for s in seeds
+        ]
+        return verdict.Verdict(0, budget - 700, budget * 100, 99.0, len(judged), judged)
+
+    def search_run(s, say):
+        attrs = {"config": config, "history": [{"eval_acc": 99.0}] * 3, "trained": True}
+        trial = SimpleNamespace(number=0, state=COMPLETE, user_attrs=attrs)
+        return SimpleNamespace(study=SimpleNamespace(get_trials=lambda deepcopy: [trial]))
+
+    def confirm_run(s, say):
+        budget = int(s.study.removeprefix("frontier-b"))
+        if s.stage == "fresh":
+            fresh_made.append(budget)
+        return SimpleNamespace(verdicts=[verdict_of(budget, range(s.first_seed, s.first_seed + s.seeds))])
+
+    monkeypatch.setattr(search, "run", search_run)
+    monkeypatch.setattr(confirm, "run", confirm_run)
+    settings = frontier.Settings(select_top=1, confirm_top=1, results_dir=str(tmp_path))
+    small, middle, large = frontier.run(settings).winners
+    assert fresh_made == [5000, 8000]  # 6,000's answer trains nothing more
+    assert (middle.study, middle.budget, middle.config.name) == ("frontier-b5000", 6000, "frontier-6000")
+    assert middle.winner is small.winner and middle.fresh is small.fresh
+    assert middle.confirmed == [("frontier-b6000", middle.confirmed[0][1]), ("frontier-b5000", small.winner)]
+    assert (large.study, large.fresh.params) == ("frontier-b8000", 7300)
+    summary = pd.read_csv(tmp_path / "frontier" / "summary.csv")
+    assert list(summary["study"]) == ["frontier-b5000", "frontier-b5000", "frontier-b8000"]
+    assert list(summary["trials"]) == [1, 1, 1]  # each budget's own search
+    assert list(summary["params"]) == [4300, 4300, 7300] and list(summary["consistent"]) == [False, False, True]
+    confirmed = pd.read_csv(tmp_path / "frontier" / "frontier.csv")
+    winners = confirmed[confirmed["winner"]].drop_duplicates(["budget", "study"])
+    assert list(zip(winners["budget"], winners["study"], strict=True)) == [
+        (5000, "frontier-b5000"),
+        (6000, "frontier-b5000"),
+        (8000, "frontier-b8000"),
+    ]

@@ -155,7 +155,8 @@ def test_readme_frontier_rows_come_from_the_committed_frontier():
         seeds = fresh[fresh["budget"] == s.budget]
         cells = results_row(text, f"`{s.name}`", s._asdict(), list(seeds["final"]))
         assert cells is not None, s.name
-        assert f"seeds {seeds['seed'].min()}-{seeds['seed'].max()}" in cells[0]
+        assert f"trial {s.trial} of `{s.study}` (fresh seeds {seeds['seed'].min()}-{seeds['seed'].max()})" in cells[0]
+        assert f"{s.trials} trials" in cells[6]
         config = frontier.winner_config(s.name, REPO / "results")
         assert config is not None and spec.param_count(config) == s.params
 
