@@ -133,7 +133,7 @@ def training_now(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, sig):
     longer = ["--epochs", "3", "--train-limit", "4000"]  # trials of a few seconds: time to catch one training
-    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--no-baselines", "--no-confirm", *longer, trials=4)
+    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--no-baselines", "--no-confirm", *longer, trials=3)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (trained_done(tmp_path) >= 1 and training_now(tmp_path)) and time.time() < deadline:
@@ -157,7 +157,7 @@ def test_interrupted_search_resumes_without_losing_trials(tmp_path, data_dir, si
     assert r.returncode == 0, r.stderr
     study = load(tmp_path)
     c = store.counts(study)
-    assert c["trained"] == 4 and c["running"] == 0
+    assert c["trained"] == 3 and c["running"] == 0
     after = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     assert all(after[n] == v for n, v in before.items())  # every completed trial kept, unchanged
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
