@@ -147,7 +147,7 @@ def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = No
 
 
 def holds(v: verdict.Verdict) -> tuple:
-    """How well a confirmed configuration holds, best last: consistent, then its worst seed's worst
+    """How well a confirmed configuration holds, larger is better: consistent, then its worst seed's worst
     of the last K test epochs, then fewer parameters."""
     return v.consistent, min(r.min_last_k for r in v.per_seed), -v.params
 
