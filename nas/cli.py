@@ -37,7 +37,7 @@ def storage_url(args) -> str:
 def cmd_search(args) -> None:
     from nas import search
 
-    flags = {"baselines": not args.no_baselines, "confirm": not args.no_confirm}
+    flags = {"baselines": not args.no_baselines, "confirm": not args.no_confirm, "enqueue": tuple(args.enqueue)}
     with views.SearchView() as view:
         outcome = search.run(settings(search.Settings, args, **flags), view)
     if outcome.confirmation is not None:

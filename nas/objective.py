@@ -1,8 +1,8 @@
 """What one trial of a search does, in every worker process: suggest a config from the space,
 gate it by the budget (a model at or over it is recorded as infeasible and never trained), claim a
 training slot, train on the validation split with per-epoch reporting and pruning; and the worker
-loop that runs trials until the study has its trained trials. The reference baselines that the
-space can express are queued as the first trials.
+loop that runs trials until the study has its trained trials. The configurations of `--enqueue`, then
+the reference baselines that the space can express, are queued as the first trials.
 
 Each trial trains with seed = study seed + trial number (stored as the `seed` attribute) on the
 validation split (50,000 / 10,000 of the training images); the test set is never read here.
@@ -70,25 +70,29 @@ def _inside(d: space.Dim, value) -> bool:
     return d.low <= value <= d.high
 
 
-def enqueue_baselines(study: optuna.Study, sp: space.Space, settings: Settings) -> list[str]:
-    """Queue the reference baselines that the space can express and the budget admits, once (under
-    the study's lock: other workers may be queueing them at the same moment): a baseline already
-    trained, running or queued is not queued again. Returns the names queued now."""
+def enqueue(study: optuna.Study, sp: space.Space, settings: Settings) -> list[str]:
+    """Queue the configurations of `settings.enqueue` (checked by nas.search.check), then the
+    reference baselines that the space can express and the budget admits (unless
+    `settings.baselines` is off), once each (under the study's lock: other workers may be queueing
+    them at the same moment): a name already trained, running or queued is not queued again. The
+    name is kept as the trial's `baseline` attribute. Returns the names queued now."""
+    wanted = [spec.resolve(x) for x in settings.enqueue]
+    if settings.baselines:
+        wanted += [spec.load_baseline(name) for name in spec.baseline_names()]
     with study_lock(study, settings.storage_url, settings.results_dir):
-        return _enqueue_baselines(study, sp, settings.budget)
+        return _enqueue(study, sp, settings.budget, wanted)
 
 
-def _enqueue_baselines(study: optuna.Study, sp: space.Space, budget: int) -> list[str]:
+def _enqueue(study: optuna.Study, sp: space.Space, budget: int, configs: list[spec.Config]) -> list[str]:
     have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     queued = []
-    for name in spec.baseline_names():
-        config = spec.load_baseline(name)
+    for config in configs:
         params = baseline_params(config, sp)
-        if params is None or spec.param_count(config) >= budget:
+        if params is None or spec.param_count(config) >= budget or config.name in have:
             continue
-        if name not in have:
-            study.enqueue_trial(params, user_attrs={"baseline": name})
-            queued.append(name)
+        study.enqueue_trial(params, user_attrs={"baseline": config.name})
+        have.add(config.name)
+        queued.append(config.name)
     return queued
 
 
@@ -135,6 +139,7 @@ def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, spli
         seed = settings.seed + trial.number
         trial.set_user_attr("seed", seed)
         history: list[dict] = []
+        named = trial.user_attrs.get("baseline")
 
         def on_epoch(e: train.Epoch) -> None:
             history.append(asdict(e))
@@ -143,8 +148,9 @@ def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, spli
                 trial.set_user_attr("fault", f"train loss became {e.train_loss} in epoch {e.epoch}")
                 raise optuna.TrialPruned("non-finite loss")
             trial.report(e.eval_acc, e.epoch)
-            # after the last epoch pruning saves nothing and would hide a finished result
-            if e.epoch < epochs and trial.should_prune():
+            # after the last epoch pruning saves nothing and would hide a finished result; a configuration
+            # queued by name (a baseline, --enqueue) trains to the end: its whole curve is the reference
+            if e.epoch < epochs and not named and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {e.epoch}")
 
         t0 = time.perf_counter()

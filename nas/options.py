@@ -97,6 +97,8 @@ SPEC = {
         arg("--pruner", default="hyperband", choices=["hyperband", "median", "none"]),
         arg("--seed", type=whole, default=0, help="sampler seed; trial seed = seed + trial number"),
         arg("--no-baselines", action="store_true", help="do not queue the reference baselines first"),
+        arg("--enqueue", action="append", default=[], metavar="CONFIG",
+            help="a baseline name or config JSON to train first, before sampling (repeatable)"),
         arg("--val-limit", type=positive_int, help="first N validation images only (quick runs)"),
         arg("--no-confirm", action="store_true", help="skip the confirmation after the search")]),
     "confirm": ("retrain a study's top configurations with several seeds, on the test set", CONFIRM, [STUDY]),

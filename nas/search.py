@@ -49,6 +49,7 @@ class Settings:
     seed: int = 0  # sampler seed; trial training seed = seed + trial number
     jobs: int = 1  # worker processes on this machine
     baselines: bool = True  # enqueue the reference baselines that fit the space and budget
+    enqueue: tuple[str, ...] = ()  # baseline names or config files to train first (nas.spec's schema)
     device: str = "auto"
     data_dir: str | None = None
     download: bool = True  # fetch MNIST when it is not in data_dir
@@ -211,7 +212,7 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None,
     mnist = data.load_mnist(settings.data_dir, download=settings.download)
     study = open_study(settings, sp)
     failed = store.fail_dead_local_trials(study)
-    queued = objective.enqueue_baselines(study, sp, settings) if settings.baselines else []
+    queued = objective.enqueue(study, sp, settings)
     kept = store.counts(study)["trained"]
     remaining = max(0, settings.trials - kept)
     estimate = None
@@ -293,9 +294,29 @@ def check(settings: Settings) -> space.Space:
         raise SearchError(
             f"--budget {settings.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)"
         )
+    for name in settings.enqueue:
+        enqueueable(name, sp, settings.budget)
     writable(settings.results_dir)
     heartbeat_seconds()  # a bad $NAS_HEARTBEAT_SECONDS fails here, before anything is written
     return sp
+
+
+def enqueueable(name: str, sp: space.Space, budget: int) -> None:
+    """An --enqueue configuration loads, is one the space can express, and is under the budget."""
+    from nas.objective import baseline_params
+
+    try:
+        config = spec.resolve(name)
+    except spec.SpecError as e:
+        raise SearchError(f"--enqueue {name}: {e}") from None
+    n = spec.param_count(config)
+    if n >= budget:
+        raise SearchError(f"--enqueue {name}: {n:,} params, at or over --budget {budget}; raise --budget or drop it")
+    if baseline_params(config, sp) is None:
+        raise SearchError(
+            f"--enqueue {name}: space {sp.name!r} cannot express this configuration (its layers or a recipe value "
+            f"fall outside the space's dimensions; `nas spaces` shows them); pass --space with one that can"
+        )
 
 
 def writable(folder: str) -> None:

@@ -92,7 +92,7 @@ class SearchView(ConfirmView):
                 "(raise --trials to go on, or pass --study NEW for a new search)"
             )
         if event.queued:
-            say(f"baselines first (those the space and budget admit): {', '.join(event.queued)}")
+            say(f"queued first (--enqueue, then the baselines the space and budget admit): {', '.join(event.queued)}")
         if event.estimate is not None:
             x = event.estimate
             pruned = f", about {display.hms(x.without_pruning * (1 - x.saving))} if {s.pruner} saves "

@@ -43,7 +43,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--top", "2", "--seeds", "2", trials=6)
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "baselines first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
+    assert "queued first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
     assert "epochs trained" in r.stdout
     study = load(tmp_path)
     c = store.counts(study)
@@ -82,7 +82,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "resuming: 6 trained trials kept" in r.stdout
     assert "study 'tiny' already has its 6 trained trials: nothing to train" in " ".join(r.stdout.split())
-    assert "baselines first" not in r.stdout and "estimate:" not in r.stdout  # nothing queued, nothing timed
+    assert "queued first" not in r.stdout and "estimate:" not in r.stdout  # nothing queued, nothing timed
     assert store.counts(load(tmp_path))["trained"] == 6
     again = load(tmp_path, "tiny-confirm").trials
     assert len([t for t in again if t.state == optuna.trial.TrialState.COMPLETE]) == 4
