@@ -55,6 +55,11 @@ BAD = [
         "cannot open storage postgresql://nas:***@",
     ),
     (["search", "--results-dir", "/proc/nas-results"], "cannot write to results folder /proc/nas-results"),
+    (["search", "--enqueue", "nowhere/config.json"], "--enqueue nowhere/config.json: cannot read config file"),
+    (["search", "--enqueue", "baseline-7"], "--enqueue baseline-7: unknown baseline 'baseline-7'"),
+    (["search", "--enqueue", "{t}/nan-lr.json"], "nan-lr.json.recipe.lr: must be a finite number, got nan"),
+    (["search", "--budget", "5000", "--enqueue", "baseline-6"], "--enqueue baseline-6: 7,826 params, at or over"),
+    (["search", "--enqueue", "{t}/no-pool.json"], "no-pool.json: space 'default' cannot express this configuration"),
     (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
     (["replay"], "replay needs a baseline name or a config file"),
     (["replay", "nowhere/config.json"], "cannot read config file nowhere/config.json"),
@@ -130,6 +135,7 @@ CONFIGS = {
     "escape.json": {"name": "../../escape", "layers": LAYERS},
     "unknown-key.json": {"layers": LAYERS, "width": 3},
     "list.json": [{"layers": LAYERS}],
+    "no-pool.json": {"layers": LAYERS},  # valid, but the spaces' networks have one max-pool
 }
 SPACES = {
     "malformed.toml": ("width = {int = [8, 24]}", "width = {int = [8, 24}"),

@@ -40,7 +40,8 @@ def load(tmp_path, name="tiny"):
 
 
 def test_tiny_search_end_to_end(tmp_path, data_dir):
-    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), "--top", "2", "--seeds", "2", trials=6)
+    more = ["--top", "2", "--seeds", "2", "--enqueue", "baseline-6-rf32"]  # queued before the other baselines
+    cmd = search_cmd(tmp_path, "--data-dir", str(data_dir), *more, trials=6)
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "queued first" in r.stdout and "estimate:" in r.stdout and "leaderboard" in r.stdout
@@ -49,7 +50,7 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
     c = store.counts(study)
     assert c["trained"] == 6 and c["running"] == 0 and c["failed"] == 0
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
-    assert [t.user_attrs.get("baseline") for t in trained[:2]] == ["baseline-6", "baseline-6-rf32"]
+    assert [t.user_attrs.get("baseline") for t in trained[:2]] == ["baseline-6-rf32", "baseline-6"]
     states = {t.state for t in trained}
     assert states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}  # hyperband pruned some
     for t in trained:
@@ -279,3 +280,31 @@ def test_a_non_finite_loss_ends_the_trial_as_pruned_with_the_reason(tmp_path):
     study.optimize(objective.objective_for(study, s, sp, None, "cpu", fit), n_trials=1)
     t = study.trials[0]
     assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["fault"] == "train loss became nan in epoch 1"
+
+
+def test_queued_configurations_train_to_the_end_and_are_queued_once(tmp_path):
+    sp = space.load("wide")
+    s = search.Settings(
+        space="wide", trials=2, epochs=3, results_dir=str(tmp_path), storage=f"sqlite:///{tmp_path}/x.db"
+    )
+
+    class Always(optuna.pruners.BasePruner):  # prunes whatever it is asked about
+        def prune(self, study, trial):
+            return True
+
+    study = optuna.create_study(direction="maximize", pruner=Always())
+    config = spec.load(Path(__file__).parents[1] / "search_spaces" / "queued" / "cpu-b8000-217-onecycle.json")
+    assert objective._enqueue(study, sp, 8000, [config]) == ["cpu-b8000-217-onecycle"]
+    assert objective._enqueue(study, sp, 8000, [config]) == []  # already queued: not again
+    assert objective._enqueue(study, sp, 6000, [config]) == []  # 6,974 params: not under this budget
+    study.enqueue_trial(objective.baseline_params(config, sp))  # the same network, sampled rather than named
+
+    def fit(config, seed, on_epoch):
+        for epoch in (1, 2, 3):
+            on_epoch(train.Epoch(epoch, 0.01, 0.1, 0.98, 0.1, 98.0 + epoch / 10, 1.0))
+
+    study.optimize(objective.objective_for(study, s, sp, None, "cpu", fit), n_trials=2)
+    named, sampled = study.trials
+    assert named.user_attrs["baseline"] == "cpu-b8000-217-onecycle" and named.user_attrs["params"] == 6974
+    assert named.state == optuna.trial.TrialState.COMPLETE and named.value == 98.1
+    assert sampled.state == optuna.trial.TrialState.PRUNED and len(sampled.user_attrs["history"]) == 1
