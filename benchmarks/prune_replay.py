@@ -4,7 +4,7 @@ Same trials, same order, same curves: the only difference is the pruner, so this
 pruner saves (epochs) and what it costs (good trials stopped early). It complements the real
 searches run with each pruner, whose trials differ because the sampler learns from what it sees.
 
-    python benchmarks/prune_replay.py --study prune-none [--storage sqlite:///results/evidence/nas.db]
+    python benchmarks/prune_replay.py --study prune-none [--storage sqlite:///results/evidence/benchmarks.db]
 """
 
 from __future__ import annotations
