@@ -100,7 +100,7 @@ class Outcome:
 def run(settings: Settings, on_progress: Callable[[object], None] | None = None) -> Outcome:
     """Queue the units not yet done, train them in `settings.jobs` worker processes, judge, store and
     write the verdicts: what `nas confirm` does. Ctrl-C keeps the finished units, writes their
-    verdicts and raises nas.Interrupted."""
+    verdicts (when there are any) and raises nas.Interrupted."""
     from nas import workers
 
     say = on_progress or (lambda event: None)
@@ -138,7 +138,8 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
     try:
         workers.supervise(procs, poll)
     except KeyboardInterrupt:
-        write_verdicts(settings, study, conf)  # the runs finished so far
+        if finished():  # the runs finished so far; with none, the file of an earlier run stays as it was
+            write_verdicts(settings, study, conf)
         raise nas.Interrupted(
             f"interrupted: {len(finished())} of {len(units)} confirmation runs are done and kept; "
             "run the same command to resume"

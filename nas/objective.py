@@ -21,10 +21,10 @@ from nas import data, space, spec, train, verdict
 from nas.search import Settings, open_study
 from nas.store import counts, heartbeat_seconds, mark_owner, study_lock
 
-# --------------------------------------------------------------------------- baselines
+# --------------------------------------------------------------------------- queued configurations
 
 
-def baseline_params(config: spec.Config, sp: space.Space) -> dict | None:
+def space_params(config: spec.Config, sp: space.Space) -> dict | None:
     """The space's parameters that rebuild `config` exactly, or None when it is outside the space."""
     layers, r = config.layers, config.recipe
     ops = [x.op for x in layers]
@@ -87,7 +87,7 @@ def _enqueue(study: optuna.Study, sp: space.Space, budget: int, configs: list[sp
     have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     queued = []
     for config in configs:
-        params = baseline_params(config, sp)
+        params = space_params(config, sp)
         if params is None or spec.param_count(config) >= budget or config.name in have:
             continue
         study.enqueue_trial(params, user_attrs={"baseline": config.name})

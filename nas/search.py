@@ -294,16 +294,24 @@ def check(settings: Settings) -> space.Space:
         raise SearchError(
             f"--budget {settings.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)"
         )
+    named: dict[str, spec.Config] = {spec.load_baseline(b).name: spec.load_baseline(b) for b in spec.baseline_names()}
     for name in settings.enqueue:
-        enqueueable(name, sp, settings.budget)
+        config = enqueueable(name, sp, settings.budget)
+        other = named.setdefault(config.name, config)
+        # a study queues each name once: a second network under a taken name would be skipped unseen
+        if (other.layers, other.recipe) != (config.layers, config.recipe):
+            raise SearchError(
+                f"--enqueue {name}: its name {config.name!r} is taken by another configuration (a reference baseline "
+                'or an earlier --enqueue); give it its own "name"'
+            )
     writable(settings.results_dir)
     heartbeat_seconds()  # a bad $NAS_HEARTBEAT_SECONDS fails here, before anything is written
     return sp
 
 
-def enqueueable(name: str, sp: space.Space, budget: int) -> None:
+def enqueueable(name: str, sp: space.Space, budget: int) -> spec.Config:
     """An --enqueue configuration loads, is one the space can express, and is under the budget."""
-    from nas.objective import baseline_params
+    from nas.objective import space_params
 
     try:
         config = spec.resolve(name)
@@ -312,11 +320,12 @@ def enqueueable(name: str, sp: space.Space, budget: int) -> None:
     n = spec.param_count(config)
     if n >= budget:
         raise SearchError(f"--enqueue {name}: {n:,} params, at or over --budget {budget}; raise --budget or drop it")
-    if baseline_params(config, sp) is None:
+    if space_params(config, sp) is None:
         raise SearchError(
             f"--enqueue {name}: space {sp.name!r} cannot express this configuration (its layers or a recipe value "
             f"fall outside the space's dimensions; `nas spaces` shows them); pass --space with one that can"
         )
+    return config
 
 
 def writable(folder: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nas import cli, space
+from nas import cli, space, spec
 
 SPACE = (space.resources.files("nas.spaces") / "default.toml").read_text()
 QUICK = ["--epochs", "1", "--train-limit", "500", "--val-limit", "200", "--device", "cpu"]
@@ -60,6 +60,7 @@ BAD = [
     (["search", "--enqueue", "{t}/nan-lr.json"], "nan-lr.json.recipe.lr: must be a finite number, got nan"),
     (["search", "--budget", "5000", "--enqueue", "baseline-6"], "--enqueue baseline-6: 7,826 params, at or over"),
     (["search", "--enqueue", "{t}/no-pool.json"], "no-pool.json: space 'default' cannot express this configuration"),
+    (["search", "--enqueue", "{t}/impostor.json"], "its name 'baseline-6' is taken by another configuration"),
     (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
     (["replay"], "replay needs a baseline name or a config file"),
     (["replay", "nowhere/config.json"], "cannot read config file nowhere/config.json"),
@@ -161,6 +162,9 @@ def scratch(tmp_path_factory, data_dir):
     for name, config in CONFIGS.items():
         (t / name).write_text(json.dumps(config))
     (t / "invalid.json").write_text("{layers: []}")
+    impostor = spec.load_baseline("baseline-6").to_dict()
+    impostor["recipe"]["dropout"] = 0.1  # a network the default space expresses, under baseline-6's name
+    (t / "impostor.json").write_text(json.dumps(impostor))
     (t / "latin1.json").write_bytes('{"name": "réseau", "layers": []}'.encode("latin-1"))
     shutil.copytree(data_dir / "MNIST" / "raw", t / "corrupt" / "MNIST" / "raw")
     images = t / "corrupt" / "MNIST" / "raw" / "train-images-idx3-ubyte"

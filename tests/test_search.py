@@ -268,11 +268,34 @@ def test_killed_confirmation_resumes_mid_run_from_its_checkpoint(confirmed, tmp_
     assert not list(checkpoints.glob("*.pt"))  # removed once the unit's weights are stored
 
 
+def test_a_confirmation_stopped_before_a_run_ends_keeps_the_last_verdicts(confirmed, tmp_path, data_dir, monkeypatch):
+    import shutil
+
+    from nas import cli, workers
+
+    results = tmp_path / "r"
+    shutil.copytree(confirmed, results)
+    optuna.delete_study(study_name="one-confirm", storage=f"sqlite:///{results}/nas.db")  # its units run again
+    before = (results / "one" / "confirmation.csv").read_bytes()
+
+    def ctrl_c(*args, **kwargs):  # Ctrl-C while the first units train
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workers, "start_workers", lambda *args, **kwargs: [])
+    monkeypatch.setattr(workers, "supervise", ctrl_c)
+    argv = ["confirm", "--study", "one", "--top", "1", "--seeds", "3", "--epochs", "1", "--train-limit", "1500",
+            "--device", "cpu", "--results-dir", results, "--data-dir", data_dir]  # fmt: skip
+    code = cli.main([str(x) for x in argv])
+    assert code == 130
+    assert (results / "one" / "confirmation.csv").read_bytes() == before  # not rewritten as a header alone
+    assert len(before.splitlines()) == 1 + 3  # a header and a row per seed of the fixture's confirmation
+
+
 def test_a_non_finite_loss_ends_the_trial_as_pruned_with_the_reason(tmp_path):
     sp = space.load("default")
     s = search.Settings(trials=1, results_dir=str(tmp_path), storage=f"sqlite:///{tmp_path}/x.db")
     study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(objective.baseline_params(spec.load_baseline("baseline-6"), sp))
+    study.enqueue_trial(objective.space_params(spec.load_baseline("baseline-6"), sp))
 
     def fit(config, seed, on_epoch):  # a training run whose loss blew up in its first epoch
         on_epoch(train.Epoch(1, 0.01, float("nan"), 0.0, float("nan"), 10.0, 1.0))
@@ -297,7 +320,7 @@ def test_queued_configurations_train_to_the_end_and_are_queued_once(tmp_path):
     assert objective._enqueue(study, sp, 8000, [config]) == ["cpu-b8000-217-onecycle"]
     assert objective._enqueue(study, sp, 8000, [config]) == []  # already queued: not again
     assert objective._enqueue(study, sp, 6000, [config]) == []  # 6,974 params: not under this budget
-    study.enqueue_trial(objective.baseline_params(config, sp))  # the same network, sampled rather than named
+    study.enqueue_trial(objective.space_params(config, sp))  # the same network, sampled rather than named
 
     def fit(config, seed, on_epoch):
         for epoch in (1, 2, 3):

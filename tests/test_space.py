@@ -29,7 +29,7 @@ def test_smallest_model_is_a_lower_bound_of_every_sample():
 @pytest.mark.parametrize("name", ["baseline-6", "baseline-6-rf32", "baseline-6-10k", "baseline-1"])
 def test_baselines_inside_the_space_rebuild_exactly(name):
     config = spec.load_baseline(name)
-    params = objective.baseline_params(config, DEFAULT)
+    params = objective.space_params(config, DEFAULT)
     if name == "baseline-1":  # no StepLR: outside the default space
         assert params is None
         return
