@@ -294,7 +294,7 @@ def check(settings: Settings) -> space.Space:
         raise SearchError(
             f"--budget {settings.budget} is at or below the smallest model of space {sp.name!r} ({n:,} params)"
         )
-    named: dict[str, spec.Config] = {spec.load_baseline(b).name: spec.load_baseline(b) for b in spec.baseline_names()}
+    named = {c.name: c for c in map(spec.load_baseline, spec.baseline_names())} if settings.enqueue else {}
     for name in settings.enqueue:
         config = enqueueable(name, sp, settings.budget)
         other = named.setdefault(config.name, config)
