@@ -56,7 +56,7 @@ def cmd_frontier(args) -> None:
     from nas import frontier
 
     with views.FrontierView() as view:
-        views.show_frontier(frontier.run(settings(frontier.Settings, args), view))
+        views.show_frontier(frontier.run(settings(frontier.Settings, args, enqueue=tuple(args.enqueue)), view))
 
 
 def cmd_replay(args) -> None:

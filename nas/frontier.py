@@ -1,7 +1,9 @@
 """`nas frontier`: the smallest network that holds 99.4% at each of several budgets.
 
 For each budget, in one storage (each study visible in optuna-dashboard, each resumable):
-1. a search, study "<name>-b<budget>" (nas.search, no confirmation of its own);
+1. a search, study "<name>-b<budget>" (nas.search, no confirmation of its own); each `--enqueue`
+   configuration is queued first in the search of the smallest budget it fits under (a larger
+   budget meets it through rule 4);
 2. selection without the test set: the `select_top` best distinct configurations retrained on the
    search's validation split with `select_seeds` more seeds; each is ranked by its worst seed's
    worst of the last K epochs (its search trial counts as one more seed);
@@ -18,6 +20,7 @@ winners' fresh seeds), summary.csv (one row per budget), frontier.png, and each 
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections.abc import Callable
@@ -37,7 +40,7 @@ class Settings:
     budgets: tuple[int, ...] = (5000, 6000, 8000)
     name: str = "frontier"  # studies "<name>-b<budget>"; report in <results_dir>/<name>/
     space: str = "wide"
-    trials: int = 60  # trained trials per budget
+    trials: int | tuple[int, ...] = 60  # trained trials per budget: one number, or one per budget
     select_top: int = 6  # configurations retrained on validation before the test set is read
     select_seeds: int = 2  # more seeds for each of them
     confirm_top: int = 3  # of those, confirmed on the test set
@@ -54,12 +57,22 @@ class Settings:
     epochs: int | None = None  # quick runs
     train_limit: int | None = None
     val_limit: int | None = None
+    enqueue: tuple[str, ...] = ()  # baseline names or config files, each queued in one budget's search
 
     def search(self, budget: int) -> search.Settings:
-        keys = ("space", "trials", "jobs", "pruner", "seed", "device", "data_dir", "download", "results_dir",
+        keys = ("space", "jobs", "pruner", "seed", "device", "data_dir", "download", "results_dir",
                 "storage", "epochs", "train_limit", "val_limit")  # fmt: skip
         given = {k: getattr(self, k) for k in keys}
-        return search.Settings(budget=budget, study=f"{self.name}-b{budget}", confirm=False, **given)
+        queued = tuple(x for x in self.enqueue if home(x, self.budgets) == budget)
+        study, trials = f"{self.name}-b{budget}", self.trials_for(budget)
+        return search.Settings(budget=budget, study=study, confirm=False, trials=trials, enqueue=queued, **given)
+
+    def trials_for(self, budget: int) -> int:
+        trials = self.trials_given()
+        return trials[0] if len(trials) == 1 else trials[self.budgets.index(budget)]
+
+    def trials_given(self) -> tuple[int, ...]:
+        return self.trials if isinstance(self.trials, tuple) else (self.trials,)
 
     def stage(self, budget: int, stage: str, trials: tuple[int, ...], seeds: int, first_seed: int):
         """nas.confirm's settings for one stage of this budget."""
@@ -104,6 +117,29 @@ def check(settings: Settings) -> None:
         raise FrontierError(f"--budgets must be distinct positive numbers of parameters, got {settings.budgets}")
     if settings.confirm_top > settings.select_top:
         raise FrontierError(f"--confirm-top {settings.confirm_top} is more than --select-top {settings.select_top}")
+    trials = settings.trials_given()
+    if len(trials) not in (1, len(settings.budgets)) or min(trials) < 1:
+        raise FrontierError(
+            f"--trials takes one number, or one per budget ({len(settings.budgets)} here), each >= 1; "
+            f"got {','.join(map(str, trials))}"
+        )
+    for name in settings.enqueue:
+        if home(name, settings.budgets) is None:
+            n = spec.param_count(spec.resolve(name))
+            raise FrontierError(
+                f"--enqueue {name}: {n:,} params, at or over every budget (the largest is {max(settings.budgets):,})"
+            )
+
+
+@functools.cache
+def home(name: str, budgets: tuple[int, ...]) -> int | None:
+    """The smallest budget the configuration fits under, None if none. One that does not load goes to
+    the smallest budget, whose nas.search.check reports why in its own words."""
+    try:
+        n = spec.param_count(spec.resolve(name))
+    except spec.SpecError:
+        return min(budgets)
+    return min((b for b in budgets if n < b), default=None)
 
 
 def run(settings: Settings, on_progress: Callable[[object], None] | None = None) -> Outcome:

@@ -51,6 +51,11 @@ def budgets(text: str) -> tuple[int, ...]:
     return values
 
 
+def counts(text: str) -> tuple[int, ...]:
+    """--trials 60, or 18,17,30: one whole number >= 1, or one per budget."""
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def arg(*flags: str, **kwargs) -> tuple:
     return flags, kwargs
 
@@ -130,7 +135,8 @@ SPEC = {
         arg("--budgets", type=budgets, default=(5000, 6000, 8000), help="comma-separated (default 5000,6000,8000)"),
         arg("--name", default="frontier", help="studies <name>-b<budget>, report in <results-dir>/<name>/"),
         arg("--space", default="wide", help="space name (see `nas spaces`) or .toml path (default wide)"),
-        arg("--trials", type=positive_int, default=60, help="trained trials per budget (default 60)"),
+        arg("--trials", type=counts, default=(60,),
+            help="trained trials per budget, or one each: 18,17,30 (default 60)"),
         arg("--select-top", type=positive_int, default=6, help="configurations retrained on validation (default 6)"),
         arg("--select-seeds", type=positive_int, default=2, help="their seeds beyond the search's (default 2)"),
         arg("--confirm-top", type=positive_int, default=3, help="of those, confirmed on the test set (default 3)"),
@@ -139,6 +145,8 @@ SPEC = {
         arg("--jobs", type=positive_int, default=1, help="worker processes (default 1)"),
         arg("--pruner", default="median", choices=["hyperband", "median", "none"], help="(default median)"),
         arg("--seed", type=whole, default=0, help="sampler seed"),
+        arg("--enqueue", action="append", default=[], metavar="CONFIG",
+            help="a baseline name or config JSON, trained first in the smallest budget it fits (repeatable)"),
         arg("--val-limit", type=positive_int, help="first N validation images only (quick runs)")]),
     "spaces": ("list the search spaces and their dimensions", (), []),
     "studies": ("list the studies in a storage, or delete or rename one", ("storage",), []),

@@ -95,6 +95,16 @@ BAD = [
     (["frontier", "--budgets", "0"], ("--budgets", "must be >= 1, got 0")),
     (["frontier", "--select-top", "2", "--confirm-top", "3"], "--confirm-top 3 is more than --select-top 2"),
     (["frontier", "--budgets", "6000,500"], "--budget 500 is at or below the smallest model of space 'wide' (798"),
+    (["frontier", "--trials", "18,17"], "--trials takes one number, or one per budget (3 here), each >= 1; got 18,17"),
+    (["frontier", "--trials", "18,0,30"], ("--trials", "must be >= 1, got 0")),
+    (
+        ["frontier", "--budgets", "5000,6000", "--enqueue", "baseline-6"],
+        "--enqueue baseline-6: 7,826 params, at or over every budget (the largest is 6,000)",
+    ),
+    (
+        ["frontier", "--enqueue", "{t}/nan-lr.json"],
+        ("--enqueue", "nan-lr.json.recipe.lr: must be a finite number, got nan"),
+    ),
     (["NAS_FUSED=yes", "replay", "baseline-6"], "NAS_FUSED='yes': use 1 (the fused Triton kernels on CUDA"),
     (["confirm", "--study", "nope"], "no study 'nope'"),
     (["confirm", "--study", "x", "--seeds", "0"], ("--seeds", "must be >= 1, got 0")),

@@ -1,5 +1,6 @@
 """`nas frontier` end to end, tiny: two budgets, two trials each, one epoch on a subset of real MNIST."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -102,8 +103,6 @@ def test_replay_a_winner_by_name(tiny, data_dir, capsys):
             "--data-dir", str(data_dir), "--results-dir", settings.results_dir]  # fmt: skip
     assert cli.main(argv) == 0
     assert "frontier-8000: verdict" in capsys.readouterr().out
-    from pathlib import Path
-
     (run,) = (Path(settings.results_dir) / "runs" / "frontier-8000").iterdir()
     assert spec.load(run / "config.json").layers == outcome.winners[1].config.layers
 
@@ -113,6 +112,26 @@ def test_settings_a_frontier_cannot_run_with():
         frontier.check(frontier.Settings(select_top=2, confirm_top=3))
     with pytest.raises(frontier.FrontierError, match=r"--budgets must be distinct positive"):
         frontier.check(frontier.Settings(budgets=(8000, 8000)))
+
+
+def test_each_queued_configuration_trains_in_the_smallest_budget_it_fits_under():
+    """The committed frontier's five queued configurations and baseline-6 (7,826 params), placed by
+    their parameter counts (4,337 and 4,943; 5,891; 6,974, 7,643 and 7,826); --trials one per budget."""
+    queued = Path(__file__).parents[1] / "search_spaces" / "queued"
+    files = {name: str(queued / f"{name}.json") for name in (
+        "frontier-b5000-31-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-slim-onecycle",
+        "cpu-b8000-217-onecycle", "frontier-b8000-31-onecycle")}  # fmt: skip
+    settings = frontier.Settings(trials=(18, 17, 30), enqueue=(*files.values(), "baseline-6"))
+    frontier.check(settings)
+    placed = {b: (settings.search(b).trials, settings.search(b).enqueue) for b in settings.budgets}
+    assert placed == {
+        5000: (18, (files["frontier-b5000-31-onecycle"], files["cpu-b8000-217-slim5k-onecycle"])),
+        6000: (17, (files["cpu-b8000-217-slim-onecycle"],)),
+        8000: (30, (files["cpu-b8000-217-onecycle"], files["frontier-b8000-31-onecycle"], "baseline-6")),
+    }
+    for budget in settings.budgets:
+        search.check(settings.search(budget))  # each under its budget and expressible in the wide space
+    assert frontier.Settings(trials=7).search(6000).trials == 7  # one number: every budget
 
 
 def test_a_smaller_budgets_winner_that_holds_better_wins_again_without_training(tmp_path, monkeypatch):
