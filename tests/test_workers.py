@@ -81,8 +81,8 @@ def finish(procs, timeout: float) -> list[str]:
 
 
 def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
-    """Once a trial is done and another in training, SIGKILL the `nas search` running the latter
-    and its workers; returns the numbers of the trials they were training."""
+    """Once a trial is done and another in its first epoch, SIGKILL the `nas search` running the
+    latter and its workers; returns the numbers of the trials they were still training."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
@@ -90,11 +90,18 @@ def kill_a_machine_mid_trial(study: optuna.Study, procs) -> list[int]:
         trials = study.get_trials(deepcopy=False)
         done = [t for t in trials if t.user_attrs.get("trained") and t.state.is_finished()]
         running = [t for t in trials if t.user_attrs.get("trained") and t.state == TrialState.RUNNING]
-        if done and running and running[0].user_attrs.get("pid"):
-            machine = os.getpgid(running[0].user_attrs["pid"])  # the process group of its `nas search`
+        # the newest trial not yet past its epoch: the furthest from its end when the kill lands
+        early = [t for t in running if t.user_attrs.get("pid") and not t.intermediate_values]
+        if done and early:
+            machine = os.getpgid(max(early, key=lambda t: t.datetime_start).user_attrs["pid"])  # its `nas search`
             mine = [t.number for t in running if t.user_attrs.get("pid") and os.getpgid(t.user_attrs["pid"]) == machine]
             os.killpg(machine, signal.SIGKILL)
-            return mine
+            # on a loaded machine a trial can end between the read above and the kill: not a killed one
+            after = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+            caught = [n for n in mine if after[n] == TrialState.RUNNING]
+            if not caught:
+                fail_with_output(procs, f"trials {mine} ended before the kill landed")
+            return caught
         time.sleep(0.2)
     fail_with_output(procs, "no trial was caught in training within 300 s")
 
