@@ -115,24 +115,28 @@ def test_settings_a_frontier_cannot_run_with():
 
 
 def test_each_queued_configuration_trains_in_the_smallest_budget_it_fits_under():
-    """The committed frontier's six queued configurations and baseline-6 (7,826 params), placed by
-    their parameter counts (4,337 and 4,943; 5,891; 6,974, 7,643, 7,965 and 7,826); --trials one per budget."""
+    """The committed frontier's eight queued configurations and baseline-6 (7,826 params), placed by
+    their parameter counts (4,337 and 4,943; 5,891; 6,974, 7,643, 7,965, 7,296, 6,974 and 7,826);
+    --trials one per budget."""
     queued = Path(__file__).parents[1] / "search_spaces" / "queued"
     files = {name: str(queued / f"{name}.json") for name in (
         "frontier-b5000-31-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-slim-onecycle",
-        "cpu-b8000-217-onecycle", "frontier-b8000-31-onecycle", "cpu-b8000-217-wider-onecycle")}  # fmt: skip
-    settings = frontier.Settings(trials=(18, 17, 31), enqueue=(*files.values(), "baseline-6"))
+        "cpu-b8000-217-onecycle", "frontier-b8000-31-onecycle", "cpu-b8000-217-wider-onecycle",
+        "frontier-b8000-45-onecycle", "cpu-b8000-217-onecycle-wd")}  # fmt: skip
+    settings = frontier.Settings(trials=(18, 17, 33), enqueue=(*files.values(), "baseline-6"))
     frontier.check(settings)
     placed = {b: (settings.search(b).trials, settings.search(b).enqueue) for b in settings.budgets}
     assert placed == {
         5000: (18, (files["frontier-b5000-31-onecycle"], files["cpu-b8000-217-slim5k-onecycle"])),
         6000: (17, (files["cpu-b8000-217-slim-onecycle"],)),
         8000: (
-            31,
+            33,
             (
                 files["cpu-b8000-217-onecycle"],
                 files["frontier-b8000-31-onecycle"],
                 files["cpu-b8000-217-wider-onecycle"],
+                files["frontier-b8000-45-onecycle"],
+                files["cpu-b8000-217-onecycle-wd"],
                 "baseline-6",
             ),
         ),
