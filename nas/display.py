@@ -51,6 +51,18 @@ def rf_table(config: spec.Config) -> Table:
     return t
 
 
+def layers_line(config: spec.Config) -> str:
+    """The layers in one line: "3x3 conv 8 pad 1, maxpool, 3x3 conv 16, ..., global avg pool"."""
+    names = []
+    for r in spec.trace(config):
+        x = r.layer
+        if x.op == "conv":
+            names.append(f"{x.kernel}x{x.kernel} conv {x.out}" + (f" pad {x.padding}" if x.padding else ""))
+        else:
+            names.append({"pool": "maxpool", "gap": "global avg pool", "fc": f"linear {x.out}"}[x.op])
+    return ", ".join(names)
+
+
 def recipe_line(recipe: spec.Recipe) -> str:
     sched = f"StepLR {recipe.step_size}/{recipe.gamma:g}" if recipe.step_size else "constant lr"
     sched = sched if recipe.schedule == "step" else recipe.schedule

@@ -13,9 +13,10 @@ For each budget, in one storage (each study visible in optuna-dashboard, each re
    The next smaller budget's winner fits this budget too and competes under the same rule, so a
    larger budget never answers with a network that holds worse than a smaller budget's (its
    fresh seeds are already run: winning again trains nothing).
-The report: results/<name>/frontier.csv (one row per confirmed configuration), fresh.csv (the
-winners' fresh seeds), summary.csv (one row per budget), frontier.png, and each winner's config as
-<name>-<budget>.json, which `nas replay <name>-<budget>` replays.
+The report: results/<name>/summary.md (every stage's table, budget by budget), frontier.csv (one
+row per confirmed configuration), fresh.csv (the winners' fresh seeds), summary.csv (one row per
+budget), frontier.png, and each winner's config as <name>-<budget>.json, which
+`nas replay <name>-<budget>` replays.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from nas import NasError, confirm, search, spec, store, verdict
+from nas import NasError, confirm, display, search, spec, store, verdict
 from nas.files import write_csv, write_text
 
 
@@ -94,6 +95,7 @@ class BudgetStarted:
 class Winner:
     budget: int
     trials: int  # trained trials in this budget's search
+    selected: list[tuple[verdict.Verdict, float]]  # this budget's selection, ranked: (verdict, worst)
     study: str  # the search study the winner comes from: this budget's or a smaller budget's
     confirmed: list[tuple[str, verdict.Verdict]]  # (study, candidate) on the test set: this budget's
     # in selection order, then the smaller budget's winner
@@ -164,8 +166,8 @@ def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = No
     chosen = confirm.run(settings.stage(budget, "select", (), settings.select_seeds, 500_000), say)
     # the selection's verdicts, with each configuration's own search trial as one more seed
     trials = {t.number: t for t in found.get_trials(deepcopy=False)}  # read once, not per comparison
-    ranked = sorted(chosen.verdicts, key=lambda v: (-worst(v, trials[v.trial]), v.params))
-    candidates = tuple(v.trial for v in ranked[: settings.confirm_top])
+    ranked = sorted(((v, worst(v, trials[v.trial])) for v in chosen.verdicts), key=lambda x: (-x[1], x[0].params))
+    candidates = tuple(v.trial for v, _ in ranked[: settings.confirm_top])
     confirmed = [
         (own, v) for v in confirm.run(settings.stage(budget, "confirm", candidates, settings.seeds, 0), say).verdicts
     ]
@@ -175,11 +177,12 @@ def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = No
     name = f"{settings.name}-{budget}"
     if study != own:  # the smaller budget's winner holds better: it stays the answer, fresh seeds and all
         return replace(
-            smaller, budget=budget, trials=searched, confirmed=confirmed, config=replace(smaller.config, name=name)
-        )
+            smaller, budget=budget, trials=searched, selected=ranked, confirmed=confirmed,
+            config=replace(smaller.config, name=name),
+        )  # fmt: skip
     fresh = confirm.run(settings.stage(budget, "fresh", (best.trial,), settings.fresh_seeds, settings.seeds), say)
     config = spec.from_dict(trials[best.trial].user_attrs["config"])
-    return Winner(budget, searched, own, confirmed, best, fresh.verdicts[0], replace(config, name=name))
+    return Winner(budget, searched, ranked, own, confirmed, best, fresh.verdicts[0], replace(config, name=name))
 
 
 def holds(v: verdict.Verdict) -> tuple:
@@ -249,6 +252,7 @@ def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
     fresh = [{"budget": w.budget, "study": w.study, **row} for w in winners for row in verdict_rows(w.fresh)]
     summary = summary_rows(winners)
     files = [
+        write_text(out / "summary.md", markdown_report(settings, winners, summary)),
         write_csv(pd.DataFrame(confirmed), out / "frontier.csv"),
         write_csv(pd.DataFrame(fresh), out / "fresh.csv"),
         write_csv(pd.DataFrame(summary), out / "summary.csv"),
@@ -257,6 +261,92 @@ def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
     files += [write_text(out / f"{w.config.name}.json", w.config.to_json()) for w in winners]
     files.append(write_text(out / "settings.json", json.dumps(asdict(settings), indent=2) + "\n"))
     return files
+
+
+def markdown_report(settings: Settings, winners: list[Winner], summary: list[dict]) -> str:
+    """summary.md: the answers, then each budget's stages as tables, from the same verdicts as the CSVs."""
+    s, k = settings, verdict.LAST_K
+    lines = [
+        f"# Frontier `{s.name}`",
+        "",
+        f"Space `{s.space}`; per budget: a search, the {s.select_top} best configurations retrained on the "
+        f"validation split with {s.select_seeds} more seed{'s' * (s.select_seeds != 1)}, the {s.confirm_top} that "
+        f"hold best confirmed on the test set with seeds 0-{s.seeds - 1}, and the winner retested on seeds "
+        f"{s.seeds}-{s.seeds + s.fresh_seeds - 1}. "
+        f"*Consistent*: at or above {verdict.THRESHOLD:.2f}% in each of the last {k} epochs. "
+        "Settings: [settings.json](settings.json).",
+        "",
+        "## Each budget's winner on fresh seeds",
+        "",
+        table([answer_row(r, w.fresh) for r, w in zip(summary, winners, strict=True)]),
+    ]
+    for w in winners:
+        own, f = s.search(w.budget).study, w.fresh
+        lines += [
+            "",
+            f"## {w.budget:,} parameters (`{own}`, {w.trials} trained trials)",
+            "",
+            f"Selection on the validation split; worst: the lowest of the last {k} epochs over these seeds and "
+            "the search trial's own.",
+            "",
+            table([selection_row(v, lowest) for v, lowest in w.selected]),
+            "",
+            "Confirmed on the test set; the winner holds best (consistent, then the worst seed's worst epoch, "
+            "then fewer parameters):",
+            "",
+            table([confirmed_row(v, study, own, w) for study, v in w.confirmed]),
+            "",
+            f"The winner, trial {w.winner.trial} of `{w.study}` ({f.params:,} parameters, `nas replay "
+            f"{w.config.name}`): {display.layers_line(w.config)}; {display.recipe_line(w.config.recipe)}. "
+            f"On fresh seeds {f.per_seed[0].seed}-{f.per_seed[-1].seed}: {seeds(f)} "
+            f"(min of the last {k} epochs {mins(f)}), {f.mean_std()}; consistent seeds: {held(f)}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict]) -> str:
+    import pandas as pd
+
+    from nas import report
+
+    return report.markdown(pd.DataFrame(rows))
+
+
+def answer_row(r: dict, fresh: verdict.Verdict) -> dict:
+    return {
+        "budget": r["budget"], "trials": r["trials"], "winner": f"trial {r['trial']} of `{r['study']}`",
+        "params": r["params"], "MACs": r["macs"], "seeds": r["seeds"], "final test % per seed": seeds(fresh),
+        "mean ± std": f"{r['mean']:.2f} ± {r['std']:.2f}", "95% interval": f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}",
+        f"worst of last {verdict.LAST_K}": f"{r['worst_last_k']:.2f}", "consistent seeds": held(fresh),
+    }  # fmt: skip
+
+
+def selection_row(v: verdict.Verdict, lowest: float) -> dict:
+    return {
+        "trial": v.trial, "params": v.params, "MACs": v.macs, "search value": f"{v.val:.2f}",
+        "final val % per seed": seeds(v), f"min last {verdict.LAST_K} per seed": mins(v), "worst": f"{lowest:.2f}",
+    }  # fmt: skip
+
+
+def confirmed_row(v: verdict.Verdict, study: str, own: str, w: Winner) -> dict:
+    winner = (study, v.trial) == (w.study, w.winner.trial)
+    return {
+        "configuration": f"trial {v.trial}" + ("" if study == own else f" of `{study}`"), "params": v.params,
+        "MACs": v.macs, "final test % per seed": seeds(v), f"min last {verdict.LAST_K} per seed": mins(v),
+        "mean ± std": v.mean_std(), "consistent seeds": held(v), "winner": "yes" if winner else "",
+    }  # fmt: skip
+
+
+def seeds(v: verdict.Verdict) -> str:
+    return " ".join(f"{r.final:.2f}" for r in v.per_seed)
+
+
+def mins(v: verdict.Verdict) -> str:
+    return " ".join(f"{r.min_last_k:.2f}" for r in v.per_seed)
+
+
+def held(v: verdict.Verdict) -> str:
+    return f"{'yes' if v.consistent else 'no'} ({sum(r.consistent for r in v.per_seed)} of {len(v.per_seed)})"
 
 
 def replayed_baselines(settings: Settings) -> list[tuple[int, float, str]]:

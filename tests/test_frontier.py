@@ -89,6 +89,20 @@ def test_the_report_files(tiny):
     assert (out / "frontier.png").stat().st_size > 10_000
 
 
+def test_the_markdown_report_holds_every_stage_of_every_budget(tiny):
+    settings, outcome, _ = tiny
+    text = (outcome.files[0].parent / "summary.md").read_text()
+    answers = text.split("## Each budget's winner on fresh seeds")[1].split("\n## ")[0]
+    for w in outcome.winners:
+        assert f"| trial {w.winner.trial} of `{w.study}` |" in answers and f"| {frontier.seeds(w.fresh)} |" in answers
+        heading = f"## {w.budget:,} parameters (`frontier-b{w.budget}`, 2 trained trials)"
+        section = text.split(heading)[1].split("\n## ")[0]
+        selection, confirmed = [block.splitlines() for block in section.split("\n\n") if block.startswith("|")]
+        assert len(selection) == 2 + settings.select_top and len(confirmed) == 2 + len(w.confirmed)  # header, rule
+        assert [line.endswith("| yes |") for line in confirmed[2:]] == [c == (w.study, w.winner) for c in w.confirmed]
+        assert f"`nas replay frontier-{w.budget}`" in section and frontier.seeds(w.fresh) in section
+
+
 def test_running_it_again_trains_nothing_and_gives_the_same_winners(tiny):
     settings, outcome, _ = tiny
     again = frontier.run(settings)
@@ -115,28 +129,29 @@ def test_settings_a_frontier_cannot_run_with():
 
 
 def test_each_queued_configuration_trains_in_the_smallest_budget_it_fits_under():
-    """The committed frontier's eight queued configurations and baseline-6 (7,826 params), placed by
-    their parameter counts (4,337 and 4,943; 5,891; 6,974, 7,643, 7,965, 7,296, 6,974 and 7,826);
+    """The committed frontier's nine queued configurations and baseline-6 (7,826 params), placed by
+    their parameter counts (4,337 and 4,943; 5,891; 6,974, 7,643, 7,965, 7,296, 6,974, 6,974 and 7,826);
     --trials one per budget."""
     queued = Path(__file__).parents[1] / "search_spaces" / "queued"
     files = {name: str(queued / f"{name}.json") for name in (
         "frontier-b5000-31-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-slim-onecycle",
         "cpu-b8000-217-onecycle", "frontier-b8000-31-onecycle", "cpu-b8000-217-wider-onecycle",
-        "frontier-b8000-45-onecycle", "cpu-b8000-217-onecycle-wd")}  # fmt: skip
-    settings = frontier.Settings(trials=(18, 17, 33), enqueue=(*files.values(), "baseline-6"))
+        "frontier-b8000-45-onecycle", "cpu-b8000-217-onecycle-wd", "cpu-b8000-217-step")}  # fmt: skip
+    settings = frontier.Settings(trials=(18, 17, 34), enqueue=(*files.values(), "baseline-6"))
     frontier.check(settings)
     placed = {b: (settings.search(b).trials, settings.search(b).enqueue) for b in settings.budgets}
     assert placed == {
         5000: (18, (files["frontier-b5000-31-onecycle"], files["cpu-b8000-217-slim5k-onecycle"])),
         6000: (17, (files["cpu-b8000-217-slim-onecycle"],)),
         8000: (
-            33,
+            34,
             (
                 files["cpu-b8000-217-onecycle"],
                 files["frontier-b8000-31-onecycle"],
                 files["cpu-b8000-217-wider-onecycle"],
                 files["frontier-b8000-45-onecycle"],
                 files["cpu-b8000-217-onecycle-wd"],
+                files["cpu-b8000-217-step"],
                 "baseline-6",
             ),
         ),
