@@ -198,3 +198,15 @@ def test_a_study_records_what_the_space_samples_not_its_comments():
     same = space.parse("# another comment\n" + text.replace('description = "', 'description = "Edited. '), "x", "x")
     wider = space.parse(text.replace("width = {int = [8, 24]}", "width = {int = [8, 32]}"), "x", "x")
     assert same.sha256 == space.load("default").sha256 != wider.sha256
+
+
+def test_the_compact_space_is_the_wide_one_with_the_unimportant_dimensions_fixed():
+    wide, compact = space.load("wide"), space.load("compact")
+    fixed = {"pad_first": 1, "head": "conv", "batch_size": 128, "weight_decay": 0.0, "label_smoothing": 0.0}
+    assert {n: d.value for n, d in compact.dims.items() if d.kind == "const"} == fixed
+    assert {n: d for n, d in compact.dims.items() if n not in fixed} == {
+        n: d for n, d in wide.dims.items() if n not in fixed
+    }
+    assert all(fixed[n] in wide.dims[n].values() for n in fixed)  # each a value the wide space draws
+    for queued in ("cpu-b8000-217-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-step"):
+        search.enqueueable(f"search_spaces/queued/{queued}.json", compact, 8000)  # the best networks fit it
