@@ -64,17 +64,18 @@ def layers_line(config: spec.Config) -> str:
 
 
 def recipe_line(recipe: spec.Recipe) -> str:
-    sched = f"StepLR {recipe.step_size}/{recipe.gamma:g}" if recipe.step_size else "constant lr"
+    """The recipe in one line, its rates to 3 significant digits (the config file keeps them whole)."""
+    sched = f"StepLR {recipe.step_size}/{recipe.gamma:.3g}" if recipe.step_size else "constant lr"
     sched = sched if recipe.schedule == "step" else recipe.schedule
-    optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:g}"
+    optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:.3g}"
     if recipe.optimizer == "sgd":
-        optimizer += f" momentum {recipe.momentum:g}"
-    extras = [f"translate +-{recipe.translate:g}"] if recipe.translate else []
-    extras += [f"weight decay {recipe.weight_decay:g}"] if recipe.weight_decay else []
-    extras += [f"label smoothing {recipe.label_smoothing:g}"] if recipe.label_smoothing else []
+        optimizer += f" momentum {recipe.momentum:.3g}"
+    extras = [f"translate +-{recipe.translate:.3g}"] if recipe.translate else []
+    extras += [f"weight decay {recipe.weight_decay:.3g}"] if recipe.weight_decay else []
+    extras += [f"label smoothing {recipe.label_smoothing:.3g}"] if recipe.label_smoothing else []
     return (
-        f"{optimizer}, batch {recipe.batch_size}, {recipe.epochs} epochs, {sched}, dropout {recipe.dropout:g}, "
-        f"rotation +-{recipe.rotation:g}" + "".join(f", {x}" for x in extras)
+        f"{optimizer}, batch {recipe.batch_size}, {recipe.epochs} epochs, {sched}, dropout {recipe.dropout:.3g}, "
+        f"rotation +-{recipe.rotation:.3g}" + "".join(f", {x}" for x in extras)
     )
 
 
