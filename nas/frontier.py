@@ -13,10 +13,11 @@ For each budget, in one storage (each study visible in optuna-dashboard, each re
    The next smaller budget's winner fits this budget too and competes under the same rule, so a
    larger budget never answers with a network that holds worse than a smaller budget's (its
    fresh seeds are already run: winning again trains nothing).
-The report: results/<name>/summary.md (every stage's table, budget by budget), frontier.csv (one
+The report: results/<name>/frontier.md (every stage's table, budget by budget), frontier.csv (one
 row per confirmed configuration), fresh.csv (the winners' fresh seeds), summary.csv (one row per
 budget), frontier.png, and each winner's config as <name>-<budget>.json, which
-`nas replay <name>-<budget>` replays.
+`nas replay <name>-<budget>` replays. The tables and the figure are also attached to each budget's
+search study, for optuna-dashboard.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def summary_rows(winners: list[Winner]) -> list[dict]:
 def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
     import pandas as pd
 
-    from nas import figures
+    from nas import figures, report
 
     out = Path(settings.results_dir) / settings.name
     confirmed = [
@@ -252,19 +253,24 @@ def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
     fresh = [{"budget": w.budget, "study": w.study, **row} for w in winners for row in verdict_rows(w.fresh)]
     summary = summary_rows(winners)
     files = [
-        write_text(out / "summary.md", markdown_report(settings, winners, summary)),
+        write_text(out / "frontier.md", markdown_report(settings, winners, summary)),
         write_csv(pd.DataFrame(confirmed), out / "frontier.csv"),
         write_csv(pd.DataFrame(fresh), out / "fresh.csv"),
         write_csv(pd.DataFrame(summary), out / "summary.csv"),
         figures.frontier(summary, replayed_baselines(settings), out / "frontier.png"),
     ]
+    shown = files[:]  # the tables and the figure, for the dashboard
     files += [write_text(out / f"{w.config.name}.json", w.config.to_json()) for w in winners]
     files.append(write_text(out / "settings.json", json.dumps(asdict(settings), indent=2) + "\n"))
+    for budget in settings.budgets:
+        search_settings = settings.search(budget)
+        study = store.load_study(search_settings.storage_url, search_settings.study)
+        report.attach(study, shown, str(Path(settings.results_dir) / "artifacts"), record="frontier_artifacts")
     return files
 
 
 def markdown_report(settings: Settings, winners: list[Winner], summary: list[dict]) -> str:
-    """summary.md: the answers, then each budget's stages as tables, from the same verdicts as the CSVs."""
+    """frontier.md: the answers, then each budget's stages as tables, from the same verdicts as the CSVs."""
     s, k = settings, verdict.LAST_K
     lines = [
         f"# Frontier `{s.name}`",

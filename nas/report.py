@@ -362,11 +362,14 @@ def best_model_figures(study, best: verdict.Verdict, runs: dict, artifacts: str,
     ]
 
 
-def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) -> int:
+def attach(
+    study: optuna.Study, files: list[Path], artifacts: str, note: str | None = None, record: str = "report_artifacts"
+) -> int:
     """Upload the report's files to the study as Optuna artifacts (optuna-dashboard shows them
-    beside the trials) and save `note` as the study's dashboard note. A file whose content changed
-    since the last report is written over its artifact (same id: the dashboard lists each file once);
-    returns how many files were uploaded or rewritten."""
+    beside the trials) and save `note`, if any, as the study's dashboard note. A file whose content
+    changed since the last upload is written over its artifact (same id: the dashboard lists each
+    file once; the ids are kept in the study's `record` attribute); returns how many files were
+    uploaded or rewritten."""
     import hashlib
 
     import optuna_dashboard
@@ -374,7 +377,7 @@ def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) ->
     from nas import confirm
 
     store = confirm.artifact_store(artifacts)
-    known = dict(study.user_attrs.get("report_artifacts", {}))
+    known = dict(study.user_attrs.get(record, {}))
     uploaded = 0
     for path in files:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -390,8 +393,9 @@ def attach(study: optuna.Study, files: list[Path], artifacts: str, note: str) ->
             )
         known[path.name] = {"sha256": digest, "artifact_id": artifact_id}
         uploaded += 1
-    study.set_user_attr("report_artifacts", known)
-    optuna_dashboard.save_note(study, note)
+    study.set_user_attr(record, known)
+    if note is not None:
+        optuna_dashboard.save_note(study, note)
     return uploaded
 
 

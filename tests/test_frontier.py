@@ -87,11 +87,17 @@ def test_the_report_files(tiny):
         assert (row.study, row.trial, row.trials) == (w.study, w.winner.trial, 2)
         assert spec.load(out / f"frontier-{w.budget}.json") == w.config
     assert (out / "frontier.png").stat().st_size > 10_000
+    url, artifacts = store.default_storage(settings.results_dir), Path(settings.results_dir) / "artifacts"
+    for budget in settings.budgets:  # each search study carries the report for the dashboard
+        attached = optuna.load_study(study_name=f"frontier-b{budget}", storage=url).user_attrs["frontier_artifacts"]
+        assert sorted(attached) == ["fresh.csv", "frontier.csv", "frontier.md", "frontier.png", "summary.csv"]
+        for name, a in attached.items():
+            assert (artifacts / a["artifact_id"]).read_bytes() == (out / name).read_bytes()
 
 
 def test_the_markdown_report_holds_every_stage_of_every_budget(tiny):
     settings, outcome, _ = tiny
-    text = (outcome.files[0].parent / "summary.md").read_text()
+    text = (outcome.files[0].parent / "frontier.md").read_text()
     answers = text.split("## Each budget's winner on fresh seeds")[1].split("\n## ")[0]
     for w in outcome.winners:
         assert f"| trial {w.winner.trial} of `{w.study}` |" in answers and f"| {frontier.seeds(w.fresh)} |" in answers
@@ -176,6 +182,7 @@ def test_a_smaller_budgets_winner_that_holds_better_wins_again_without_training(
         return verdict.Verdict(0, budget - 700, budget * 100, 99.0, len(judged), judged)
 
     def search_run(s, say):
+        optuna.create_study(study_name=s.study, storage=s.storage_url)  # the report is attached to it
         attrs = {"config": config, "history": [{"eval_acc": 99.0}] * 3, "trained": True}
         trial = SimpleNamespace(number=0, state=COMPLETE, user_attrs=attrs)
         return SimpleNamespace(study=SimpleNamespace(get_trials=lambda deepcopy: [trial]))
