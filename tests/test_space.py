@@ -179,7 +179,7 @@ def test_bounds_of_every_dimension_are_accepted(tmp_path):
 
 
 def test_unknown_space():
-    with pytest.raises(space.SpaceError, match="unknown space 'tiny'; known: default"):
+    with pytest.raises(space.SpaceError, match=r"unknown space 'tiny'; known: compact, default, wide \(or give a"):
         space.load("tiny")
 
 
