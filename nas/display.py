@@ -303,8 +303,8 @@ def confirm_table(verdicts: list, last_k: int, threshold: float) -> Table:
             f"{v.macs:,}",
             f"{v.val:.2f}",
             f"{v.seeds_done}/{v.seeds_wanted}",
-            " ".join(f"{r.final:.2f}" for r in v.per_seed),
-            " ".join(f"{r.min_last_k:.2f}" for r in v.per_seed),
+            v.finals_text(),
+            v.mins_text(),
             v.mean_std(),
             "yes" if v.consistent else "no",
         )

@@ -304,8 +304,8 @@ def markdown_report(settings: Settings, winners: list[Winner], summary: list[dic
             "",
             f"The winner, trial {w.winner.trial} of `{w.study}` ({f.params:,} parameters, `nas replay "
             f"{w.config.name}`): {display.layers_line(w.config)}; {display.recipe_line(w.config.recipe)}. "
-            f"On fresh seeds {f.per_seed[0].seed}-{f.per_seed[-1].seed}: {seeds(f)} "
-            f"(min of the last {k} epochs {mins(f)}), {f.mean_std()}; consistent seeds: {held(f)}.",
+            f"On fresh seeds {f.per_seed[0].seed}-{f.per_seed[-1].seed}: {f.finals_text()} "
+            f"(min of the last {k} epochs {f.mins_text()}), {f.mean_std()}; consistent seeds: {held(f)}.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -321,8 +321,8 @@ def table(rows: list[dict]) -> str:
 def answer_row(r: dict, fresh: verdict.Verdict) -> dict:
     return {
         "budget": r["budget"], "trials": r["trials"], "winner": f"trial {r['trial']} of `{r['study']}`",
-        "params": r["params"], "MACs": r["macs"], "seeds": r["seeds"], "final test % per seed": seeds(fresh),
-        "mean ± std": f"{r['mean']:.2f} ± {r['std']:.2f}", "95% interval": f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}",
+        "params": r["params"], "MACs": r["macs"], "seeds": r["seeds"], "final test % per seed": fresh.finals_text(),
+        "mean ± std": fresh.mean_std(), "95% interval": f"{r['ci95_low']:.2f}-{r['ci95_high']:.2f}",
         f"worst of last {verdict.LAST_K}": f"{r['worst_last_k']:.2f}", "consistent seeds": held(fresh),
     }  # fmt: skip
 
@@ -330,7 +330,8 @@ def answer_row(r: dict, fresh: verdict.Verdict) -> dict:
 def selection_row(v: verdict.Verdict, lowest: float) -> dict:
     return {
         "trial": v.trial, "params": v.params, "MACs": v.macs, "search value": f"{v.val:.2f}",
-        "final val % per seed": seeds(v), f"min last {verdict.LAST_K} per seed": mins(v), "worst": f"{lowest:.2f}",
+        "final val % per seed": v.finals_text(), f"min last {verdict.LAST_K} per seed": v.mins_text(),
+        "worst": f"{lowest:.2f}",
     }  # fmt: skip
 
 
@@ -338,17 +339,9 @@ def confirmed_row(v: verdict.Verdict, study: str, own: str, w: Winner) -> dict:
     winner = (study, v.trial) == (w.study, w.winner.trial)
     return {
         "configuration": f"trial {v.trial}" + ("" if study == own else f" of `{study}`"), "params": v.params,
-        "MACs": v.macs, "final test % per seed": seeds(v), f"min last {verdict.LAST_K} per seed": mins(v),
+        "MACs": v.macs, "final test % per seed": v.finals_text(), f"min last {verdict.LAST_K} per seed": v.mins_text(),
         "mean ± std": v.mean_std(), "consistent seeds": held(v), "winner": "yes" if winner else "",
     }  # fmt: skip
-
-
-def seeds(v: verdict.Verdict) -> str:
-    return " ".join(f"{r.final:.2f}" for r in v.per_seed)
-
-
-def mins(v: verdict.Verdict) -> str:
-    return " ".join(f"{r.min_last_k:.2f}" for r in v.per_seed)
 
 
 def held(v: verdict.Verdict) -> str:

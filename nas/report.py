@@ -204,8 +204,8 @@ def verdicts_frame(verdicts: list[verdict.Verdict], last_k: int = verdict.LAST_K
                 "params": v.params,
                 "MACs": v.macs,
                 "val %": v.val,
-                "final test % per seed": " ".join(f"{r.final:.2f}" for r in v.per_seed),
-                f"min last {last_k} per seed": " ".join(f"{r.min_last_k:.2f}" for r in v.per_seed),
+                "final test % per seed": v.finals_text(),
+                f"min last {last_k} per seed": v.mins_text(),
                 "mean ± std": v.mean_std(),
                 "consistent": "yes" if v.consistent else "no",
             }

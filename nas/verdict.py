@@ -95,6 +95,14 @@ class Verdict:
         """Mean ± std of the final accuracies ("-" before any seed is done)."""
         return f"{self.mean:.2f} ± {self.std:.2f}" if self.mean is not None else "-"
 
+    def finals_text(self) -> str:
+        """Each seed's final accuracy, as the tables print them: "99.36 99.60 ..."."""
+        return " ".join(f"{r.final:.2f}" for r in self.per_seed)
+
+    def mins_text(self) -> str:
+        """Each seed's worst of the last K epochs, in the same form."""
+        return " ".join(f"{r.min_last_k:.2f}" for r in self.per_seed)
+
     def to_dict(self) -> dict:
         """As stored on the search study (the `confirmation` user attribute) and read back by from_dict."""
         return {

@@ -100,13 +100,13 @@ def test_the_markdown_report_holds_every_stage_of_every_budget(tiny):
     text = (outcome.files[0].parent / "frontier.md").read_text()
     answers = text.split("## Each budget's winner on fresh seeds")[1].split("\n## ")[0]
     for w in outcome.winners:
-        assert f"| trial {w.winner.trial} of `{w.study}` |" in answers and f"| {frontier.seeds(w.fresh)} |" in answers
+        assert f"| trial {w.winner.trial} of `{w.study}` |" in answers and f"| {w.fresh.finals_text()} |" in answers
         heading = f"## {w.budget:,} parameters (`frontier-b{w.budget}`, 2 trained trials)"
         section = text.split(heading)[1].split("\n## ")[0]
         selection, confirmed = [block.splitlines() for block in section.split("\n\n") if block.startswith("|")]
         assert len(selection) == 2 + settings.select_top and len(confirmed) == 2 + len(w.confirmed)  # header, rule
         assert [line.endswith("| yes |") for line in confirmed[2:]] == [c == (w.study, w.winner) for c in w.confirmed]
-        assert f"`nas replay frontier-{w.budget}`" in section and frontier.seeds(w.fresh) in section
+        assert f"`nas replay frontier-{w.budget}`" in section and w.fresh.finals_text() in section
 
 
 def test_running_it_again_trains_nothing_and_gives_the_same_winners(tiny):

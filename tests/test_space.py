@@ -1,6 +1,7 @@
 """Search spaces: validation with file, line and field; sampling; the hard budget as a property."""
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -209,4 +210,5 @@ def test_the_compact_space_is_the_wide_one_with_the_unimportant_dimensions_fixed
     }
     assert all(fixed[n] in wide.dims[n].values() for n in fixed)  # each a value the wide space draws
     for queued in ("cpu-b8000-217-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-step"):
-        search.enqueueable(f"search_spaces/queued/{queued}.json", compact, 8000)  # the best networks fit it
+        path = Path(__file__).parents[1] / "search_spaces" / "queued" / f"{queued}.json"
+        search.enqueueable(str(path), compact, 8000)  # the best networks fit it
