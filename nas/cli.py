@@ -35,9 +35,9 @@ def storage_url(args) -> str:
 
 
 def cmd_search(args) -> None:
-    from nas import search
+    from nas import search, spec
 
-    flags = {"baselines": not args.no_baselines, "confirm": not args.no_confirm, "enqueue": tuple(args.enqueue)}
+    flags = {"baselines": not args.no_baselines, "confirm": not args.no_confirm, "enqueue": spec.expand(args.enqueue)}
     with views.SearchView() as view:
         outcome = search.run(settings(search.Settings, args, **flags), view)
     if outcome.confirmation is not None:
@@ -53,10 +53,11 @@ def cmd_confirm(args) -> None:
 
 
 def cmd_frontier(args) -> None:
-    from nas import frontier
+    from nas import frontier, spec
 
+    s = settings(frontier.Settings, args, enqueue=spec.expand(args.enqueue))
     with views.FrontierView() as view:
-        views.show_frontier(frontier.run(settings(frontier.Settings, args, enqueue=tuple(args.enqueue)), view))
+        views.show_frontier(frontier.run(s, view))
 
 
 def cmd_replay(args) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -253,6 +254,21 @@ def load_baseline(name: str) -> Config:
         raise SpecError(f"unknown baseline {name!r}; known: {', '.join(names)} (see `nas replay --list`)")
     text = (resources.files("nas") / "baselines" / f"{name}.json").read_text()
     return from_dict(json.loads(text), where=f"baseline {name}")
+
+
+def expand(names: Iterable[str]) -> tuple[str, ...]:
+    """`--enqueue` items with each folder replaced by its config files (*.json, by name): a
+    folder of queued networks is given once, not file by file."""
+    out = []
+    for name in names:
+        if Path(name).is_dir():
+            files = sorted(str(f) for f in Path(name).glob("*.json"))
+            if not files:
+                raise SpecError(f"--enqueue {name}: a folder with no config files (*.json) in it")
+            out += files
+        else:
+            out.append(name)
+    return tuple(out)
 
 
 def resolve(name_or_path: str) -> Config:

@@ -56,6 +56,7 @@ BAD = [
     ),
     (["search", "--results-dir", "/proc/nas-results"], "cannot write to results folder /proc/nas-results"),
     (["search", "--enqueue", "nowhere/config.json"], "--enqueue nowhere/config.json: cannot read config file"),
+    (["search", "--enqueue", "{t}/empty-queue"], "--enqueue "),
     (["search", "--enqueue", "baseline-7"], "--enqueue baseline-7: unknown baseline 'baseline-7'"),
     (["search", "--enqueue", "{t}/nan-lr.json"], "nan-lr.json.recipe.lr: must be a finite number, got nan"),
     (["search", "--budget", "5000", "--enqueue", "baseline-6"], "--enqueue baseline-6: 7,826 params, at or over"),
@@ -101,6 +102,7 @@ BAD = [
         ["frontier", "--budgets", "5000,6000", "--enqueue", "baseline-6"],
         "--enqueue baseline-6: 7,826 params, at or over every budget (the largest is 6,000)",
     ),
+    (["frontier", "--enqueue", "{t}/empty-queue"], "empty-queue: a folder with no config files (*.json) in it"),
     (
         ["frontier", "--enqueue", "{t}/nan-lr.json"],
         ("--enqueue", "nan-lr.json.recipe.lr: must be a finite number, got nan"),
@@ -172,6 +174,8 @@ def scratch(tmp_path_factory, data_dir):
     for name, config in CONFIGS.items():
         (t / name).write_text(json.dumps(config))
     (t / "invalid.json").write_text("{layers: []}")
+    (t / "empty-queue").mkdir()
+    (t / "empty-queue" / "notes.txt").write_text("a folder of queued networks holds *.json files")
     impostor = spec.load_baseline("baseline-6").to_dict()
     impostor["recipe"]["dropout"] = 0.1  # a network the default space expresses, under baseline-6's name
     (t / "impostor.json").write_text(json.dumps(impostor))

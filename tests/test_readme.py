@@ -161,6 +161,19 @@ def test_readme_frontier_rows_come_from_the_committed_frontier():
         assert config is not None and spec.param_count(config) == s.params
 
 
+def test_the_readme_frontier_command_is_the_one_that_made_the_committed_frontier(monkeypatch):
+    from dataclasses import asdict
+
+    from nas import cli, frontier, options, spec
+
+    monkeypatch.chdir(REPO)  # its paths are relative to the repository, where the README runs it
+    (line,) = re.findall(r"^nas frontier .*--results-dir results/evidence.*$", (REPO / "README.md").read_text(), re.M)
+    args = options.parser().parse_args(line.split()[1:])
+    given = cli.settings(frontier.Settings, args, enqueue=spec.expand(args.enqueue))
+    committed = json.loads((EVIDENCE / "frontier" / "settings.json").read_text())
+    assert json.loads(json.dumps(asdict(given))) == committed
+
+
 def test_search_page_importances_come_from_the_committed_reports():
     import pandas as pd
 

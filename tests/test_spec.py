@@ -265,3 +265,12 @@ def test_load_names_the_file_for_bad_text(tmp_path):
     path.write_text('{"layers": [{"op": "conv", "out": 10}, {"op": "gap"}], "recipe": {"lr": Infinity}}')
     with pytest.raises(spec.SpecError, match=r"c\.json\.recipe\.lr: must be a finite number, got inf"):
         spec.load(path)
+
+
+def test_a_folder_enqueues_its_config_files_in_name_order(tmp_path):
+    for name in ("b.json", "a.json", "notes.md"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.json").write_text("{}")  # one level only: a folder is its own files
+    got = spec.expand(["baseline-6", str(tmp_path), "x.json"])
+    assert got == ("baseline-6", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "x.json")
