@@ -28,6 +28,8 @@ import nas
 from nas import NasError, data, spec, store, train, verdict
 from nas.files import write_csv
 
+RUNS = {"select": "selection", "confirm": "confirmation", "fresh": "fresh-seed"}  # a stage's runs, in messages
+
 
 class ConfirmError(NasError, ValueError):
     """Nothing to confirm, settings that differ from the confirmation's, or stored weights that
@@ -141,7 +143,7 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
         if finished():  # the runs finished so far; with none, the file of an earlier run stays as it was
             write_verdicts(settings, study, conf)
         raise nas.Interrupted(
-            f"interrupted: {len(finished())} of {len(units)} confirmation runs are done and kept; "
+            f"interrupted: {len(finished())} of {len(units)} {RUNS[settings.stage]} runs are done and kept; "
             "run the same command to resume"
         ) from None
     verdicts, path = write_verdicts(settings, study, conf)

@@ -268,7 +268,9 @@ def test_killed_confirmation_resumes_mid_run_from_its_checkpoint(confirmed, tmp_
     assert not list(checkpoints.glob("*.pt"))  # removed once the unit's weights are stored
 
 
-def test_a_confirmation_stopped_before_a_run_ends_keeps_the_last_verdicts(confirmed, tmp_path, data_dir, monkeypatch):
+def test_a_confirmation_stopped_before_a_run_ends_keeps_the_last_verdicts(
+    confirmed, tmp_path, data_dir, monkeypatch, capsys
+):
     import shutil
 
     from nas import cli, workers
@@ -287,6 +289,7 @@ def test_a_confirmation_stopped_before_a_run_ends_keeps_the_last_verdicts(confir
             "--device", "cpu", "--results-dir", results, "--data-dir", data_dir]  # fmt: skip
     code = cli.main([str(x) for x in argv])
     assert code == 130
+    assert "interrupted: 0 of 3 confirmation runs are done and kept; run the same command" in capsys.readouterr().err
     assert (results / "one" / "confirmation.csv").read_bytes() == before  # not rewritten as a header alone
     assert len(before.splitlines()) == 1 + 3  # a header and a row per seed of the fixture's confirmation
 
