@@ -146,7 +146,7 @@ SPEC = {
         arg("--pruner", default="median", choices=["hyperband", "median", "none"], help="(default median)"),
         arg("--seed", type=whole, default=0, help="sampler seed"),
         arg("--enqueue", action="append", default=[], metavar="CONFIG",
-            help="a baseline name, config JSON or folder of them, trained first in the smallest budget that fits"),
+            help="a baseline name, config JSON or folder of them, first in the smallest budget that fits (repeatable)"),
         arg("--val-limit", type=positive_int, help="first N validation images only (quick runs)")]),
     "spaces": ("list the search spaces and their dimensions", (), []),
     "studies": ("list the studies in a storage, or delete or rename one", ("storage",), []),

@@ -56,7 +56,7 @@ BAD = [
     ),
     (["search", "--results-dir", "/proc/nas-results"], "cannot write to results folder /proc/nas-results"),
     (["search", "--enqueue", "nowhere/config.json"], "--enqueue nowhere/config.json: cannot read config file"),
-    (["search", "--enqueue", "{t}/empty-queue"], "--enqueue "),
+    (["search", "--enqueue", "{t}/empty-queue"], "empty-queue: a folder with no config files (*.json) in it"),
     (["search", "--enqueue", "baseline-7"], "--enqueue baseline-7: unknown baseline 'baseline-7'"),
     (["search", "--enqueue", "{t}/nan-lr.json"], "nan-lr.json.recipe.lr: must be a finite number, got nan"),
     (["search", "--budget", "5000", "--enqueue", "baseline-6"], "--enqueue baseline-6: 7,826 params, at or over"),
