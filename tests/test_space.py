@@ -1,10 +1,10 @@
 """Search spaces: validation with file, line and field; sampling; the hard budget as a property."""
 
 import math
-from pathlib import Path
 
 import optuna
 import pytest
+from conftest import REPO
 
 from nas import objective, search, space, spec, store
 
@@ -210,5 +210,5 @@ def test_the_compact_space_is_the_wide_one_with_the_unimportant_dimensions_fixed
     }
     assert all(fixed[n] in wide.dims[n].values() for n in fixed)  # each a value the wide space draws
     for queued in ("cpu-b8000-217-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-step"):
-        path = Path(__file__).parents[1] / "search_spaces" / "queued" / f"{queued}.json"
-        search.enqueueable(str(path), compact, 8000)  # the best networks fit it
+        # the best networks fit it
+        search.enqueueable(str(REPO / "search_spaces" / "queued" / f"{queued}.json"), compact, 8000)
