@@ -341,7 +341,17 @@ def space_table(sp, smallest: int) -> Table:
 def studies_table(url: str, rows: list) -> Table:
     """`nas studies`: one row per search study (nas.store.StudyRow)."""
     t = Table(title=f"studies in {url}", title_justify="left")
-    columns = ("study", "budget", "space", "trials", "trained", "best val %", "best params", "confirmed: pick's test %")
+    columns = (
+        "study",
+        "budget",
+        "space",
+        "trials",
+        "trained",
+        "hours",
+        "best val %",
+        "best params",
+        "confirmed: pick's test %",
+    )
     for col in columns:
         t.add_column(col, justify="left" if col in ("study", "space") else "right")
     for r in rows:
@@ -353,6 +363,7 @@ def studies_table(url: str, rows: list) -> Table:
             r.space or "-",
             str(r.trials),
             str(r.trained),
+            f"{r.hours:.1f}",
             f"{r.best_value:.2f}" if r.best_value is not None else "-",
             f"{r.best_params:,}" if r.best_params is not None else "-",
             confirmed,

@@ -251,6 +251,7 @@ class StudyRow:
     best_value: float | None
     best_params: int | None
     pick: object | None  # nas.verdict.Verdict: the confirmed configuration best on validation
+    hours: float  # wall hours in which one of its trials was training, retraining stages included
 
 
 def study_rows(url: str) -> list[StudyRow]:
@@ -259,6 +260,7 @@ def study_rows(url: str) -> list[StudyRow]:
 
     storage = open_existing(url)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
+    names = [x.study_name for x in summaries]
     confirmations = {confirmation_name(x.study_name, stage) for x in summaries for stage in STAGES}
     rows = []
     for x in summaries:
@@ -267,6 +269,7 @@ def study_rows(url: str) -> list[StudyRow]:
         ident, best = x.user_attrs.get("identity", {}), x.best_trial
         study = optuna.load_study(study_name=x.study_name, storage=storage)
         picks = [v for v in verdict.stored(study) if v.mean is not None][:1]
+        stages = [storage.get_study_id_from_name(n) for n in with_confirmation(names, x.study_name, url)]
         rows.append(
             StudyRow(
                 name=x.study_name,
@@ -277,9 +280,28 @@ def study_rows(url: str) -> list[StudyRow]:
                 best_value=best.value if best else None,
                 best_params=best.user_attrs.get("params") if best else None,
                 pick=picks[0] if picks else None,
+                hours=training_hours(t for i in stages for t in storage.get_all_trials(i, deepcopy=False)),
             )
         )
     return rows
+
+
+def training_hours(trials) -> float:
+    """Wall hours covered by at least one finished trial's start-to-end interval (infeasible proposals,
+    which train nothing, left out): with several workers, the time the study kept the machine busy,
+    not the sum of its trials."""
+    spans = sorted(
+        (t.datetime_start, t.datetime_complete)
+        for t in trials
+        if t.datetime_start and t.datetime_complete and not t.user_attrs.get("infeasible")
+    )
+    total, end = 0.0, None
+    for start, stop in spans:
+        if end is None or start > end:
+            total, end = total + (stop - start).total_seconds(), stop
+        elif stop > end:
+            total, end = total + (stop - end).total_seconds(), stop
+    return total / 3600
 
 
 def delete_study(url: str, name: str) -> list[str]:

@@ -53,7 +53,7 @@ class ConfirmView(View):
     def confirmplanned(self, event) -> None:
         what, judged = STAGES[event.stage]
         say(
-            f"{what}: {event.top} configurations x {event.seeds} seeds = {event.units} runs on "
+            f"{what}: {event.top} configuration{'s' * (event.top != 1)} x {event.seeds} seeds = {event.units} runs on "
             f"{event.train_images:,} training images, {judged} every epoch; study {event.study!r}"
         )
         self.advance, self.line = self.stack.enter_context(display.progress(event.units, event.stage))

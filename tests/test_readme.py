@@ -146,17 +146,19 @@ def test_readme_frontier_rows_come_from_the_committed_frontier():
     # `nas replay frontier-<budget>` finds the same network in the committed evidence
     import pandas as pd
 
-    from nas import frontier, spec
+    from nas import frontier, spec, store
 
     folder = EVIDENCE / "frontier"
     summary, fresh = pd.read_csv(folder / "summary.csv"), pd.read_csv(folder / "fresh.csv")
     text = (REPO / "README.md").read_text()
+    hours = {r.name: r.hours for r in store.study_rows(f"sqlite:///{EVIDENCE / 'nas.db'}")}  # `nas studies`
     for s in summary.itertuples():
         seeds = fresh[fresh["budget"] == s.budget]
         cells = results_row(text, f"`{s.name}`", s._asdict(), list(seeds["final"]))
         assert cells is not None, s.name
         assert f"trial {s.trial} of `{s.study}` (fresh seeds {seeds['seed'].min()}-{seeds['seed'].max()})" in cells[0]
         assert f"{s.trials} trials" in cells[6]
+        assert f"{hours[f'frontier-b{s.budget}']:.1f} h" in cells[6], cells[6]  # the budget's own studies
         config = frontier.winner_config(s.name, REPO / "results")
         assert config is not None and spec.param_count(config) == s.params
 

@@ -57,3 +57,31 @@ def test_a_top_level_transaction_takes_the_write_lock_at_its_start(tmp_path):
     finally:
         other.close()
         storage.engine.dispose()
+
+
+def test_a_study_s_hours_are_the_union_of_its_trials_and_its_stages_trials(tmp_path):
+    """`nas studies`' hours: overlapping trials (parallel workers) count once, the retraining stages'
+    trials count, an infeasible proposal and another study's trials do not."""
+    from datetime import datetime, timedelta
+
+    url = f"sqlite:///{tmp_path}/nas.db"
+    t0 = datetime(2026, 1, 1)
+
+    def add(study, start_min, end_min, **attrs):
+        trial = optuna.trial.create_trial(value=1.0, user_attrs=attrs)
+        trial.datetime_start = t0 + timedelta(minutes=start_min)
+        trial.datetime_complete = t0 + timedelta(minutes=end_min)
+        study.add_trial(trial)
+
+    search = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    add(search, 0, 30)
+    add(search, 10, 40)  # a second worker: 0-40 in all
+    add(search, 100, 100.5, infeasible=True)  # rejected before training
+    add(optuna.create_study(study_name="s-select", storage=url, direction="maximize"), 60, 90)
+    add(optuna.create_study(study_name="s-fresh", storage=url, direction="maximize"), 85, 120)  # 60-120
+    add(optuna.create_study(study_name="other", storage=url, direction="maximize"), 0, 600)
+
+    rows = {r.name: r for r in store.study_rows(url)}
+    assert sorted(rows) == ["other", "s"]
+    assert rows["s"].hours == pytest.approx((40 + 60) / 60)
+    assert rows["other"].hours == pytest.approx(10)
