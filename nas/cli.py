@@ -64,9 +64,11 @@ def cmd_replay(args) -> None:
     from nas import display, frontier, spec
 
     if args.list:
-        return show(display.baselines_table([spec.load_baseline(n) for n in spec.baseline_names()]))
+        show(display.baselines_table([spec.load_baseline(n) for n in spec.baseline_names()]))
+        winners = frontier.winner_files(args.results_dir)
+        return show(display.winners_table(winners)) if winners else None
     if not args.name:
-        raise UsageError("replay needs a baseline name or a config file; `nas replay --list` shows the baselines")
+        raise UsageError("replay needs a baseline, a frontier winner or a config file; `nas replay --list` shows them")
     config = frontier.winner_config(args.name, args.results_dir) or spec.resolve(args.name)
     replay(args, config, is_baseline=args.name in spec.baseline_names())
 

@@ -100,6 +100,17 @@ def baselines_table(configs: list[spec.Config]) -> Table:
     return t
 
 
+def winners_table(files: dict) -> Table:
+    """The frontier winners `nas replay` finds by name, each with the file it reads."""
+    t = Table(title="frontier winners (nas frontier)", title_justify="left")
+    for col in ("name", "params", "MACs", "RF", "file"):
+        t.add_column(col, justify="left" if col in ("name", "file") else "right")
+    for name, path in files.items():
+        c = spec.load(path)
+        t.add_row(name, f"{spec.param_count(c):,}", f"{spec.macs(c):,}", str(spec.receptive_field(c)), str(path))
+    return t
+
+
 EPOCH_HEADER = (
     f"{'seed':>5} {'epoch':>5} {'lr':>8} {'train loss':>10} {'train %':>8} {'{e} loss':>10} {'{e} %':>8} {'s':>6}"
 )

@@ -370,11 +370,18 @@ def verdict_rows(v: verdict.Verdict) -> list[dict]:
     return [{**config, **r.to_dict(), "config_consistent": v.consistent} for r in v.per_seed]
 
 
-def winner_config(name: str, results_dir: str | Path) -> spec.Config | None:
-    """The config a frontier wrote as `<name>.json` (`nas replay frontier-8000`), looked for under
-    the results folder and its committed evidence; None when there is none."""
+def winner_files(results_dir: str | Path) -> dict[str, Path]:
+    """The configs frontiers wrote as `<name>-<budget>.json` under the results folder and its committed
+    evidence, by name (`nas replay frontier-8000`); a user's own frontier first, where names clash."""
+    found: dict[str, Path] = {}
     for folder in (Path(results_dir), Path(results_dir) / "evidence"):
-        for path in sorted(folder.glob(f"*/{name}.json")):
-            if (path.parent / "summary.csv").exists():  # a frontier's report folder
-                return spec.load(path)
-    return None
+        for path in sorted(folder.glob("*/*.json")):
+            if (path.parent / "summary.csv").exists() and path.stem.rpartition("-")[2].isdigit():  # <name>-<budget>
+                found.setdefault(path.stem, path)
+    return found
+
+
+def winner_config(name: str, results_dir: str | Path) -> spec.Config | None:
+    """The config of the frontier winner called `name`; None when there is none."""
+    path = winner_files(results_dir).get(name)
+    return spec.load(path) if path else None

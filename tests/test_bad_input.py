@@ -63,7 +63,7 @@ BAD = [
     (["search", "--enqueue", "{t}/no-pool.json"], "no-pool.json: space 'default' cannot express this configuration"),
     (["search", "--enqueue", "{t}/impostor.json"], "its name 'baseline-6' is taken by another configuration"),
     (["replay", "baseline-7"], "unknown baseline 'baseline-7'"),
-    (["replay"], "replay needs a baseline name or a config file"),
+    (["replay"], "replay needs a baseline, a frontier winner or a config file"),
     (["replay", "nowhere/config.json"], "cannot read config file nowhere/config.json"),
     (["replay", "baseline-6", "--device", "cuda"], "no CUDA GPU is visible"),
     (["replay", "baseline-6", "--data-dir", "{t}/empty", "--no-download"], "are missing in"),

@@ -127,6 +127,17 @@ def test_replay_a_winner_by_name(tiny, data_dir, capsys):
     assert spec.load(run / "config.json").layers == outcome.winners[1].config.layers
 
 
+def test_replay_lists_each_winner_by_name_after_the_baselines(tiny, capsys):
+    settings, outcome, _ = tiny
+    assert cli.main(["replay", "--list", "--results-dir", settings.results_dir]) == 0
+    baselines, winners = capsys.readouterr().out.split("frontier winners")
+    assert "baseline-6 " in baselines
+    rows = [line for line in winners.splitlines() if "frontier-" in line]
+    assert len(rows) == len(outcome.winners)
+    for row, w in zip(rows, outcome.winners, strict=True):
+        assert f"frontier-{w.budget} " in row and f" {spec.param_count(w.config):,} " in row
+
+
 def test_settings_a_frontier_cannot_run_with():
     with pytest.raises(frontier.FrontierError, match=r"--confirm-top 3 is more than --select-top 2"):
         frontier.check(frontier.Settings(select_top=2, confirm_top=3))
