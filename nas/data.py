@@ -136,23 +136,64 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
     return list(perm.split(batch_size))
 
 
-def rotate(x: torch.Tensor, degrees: float, generator: torch.Generator, translate: float = 0.0) -> torch.Tensor:
+def augments(recipe) -> bool:
+    """Whether a recipe (nas.spec.Recipe) changes its training images."""
+    return any(getattr(recipe, k) > 0 for k in ("rotation", "translate", "scale", "brightness", "contrast"))
+
+
+def augment(x: torch.Tensor, recipe, generator: torch.Generator | None) -> torch.Tensor:
+    """A batch as a recipe's augmentation draws it, each image on its own: rotation, shift and
+    zoom in one resampling (`rotate`), then brightness and contrast. The draws come in that order
+    and only for the transforms that are on, so a recipe without the newer ones (zoom, brightness,
+    contrast) draws, and trains, exactly as before they existed."""
+    if recipe.rotation > 0 or recipe.translate > 0 or recipe.scale > 0:
+        x = rotate(x, recipe.rotation, generator, recipe.translate, recipe.scale)
+    if recipe.brightness > 0 or recipe.contrast > 0:
+        x = photometric(x, generator, recipe.brightness, recipe.contrast)
+    return x
+
+
+def photometric(x: torch.Tensor, generator, brightness: float = 0.0, contrast: float = 0.0) -> torch.Tensor:
+    """torchvision's ColorJitter on a normalised batch, per image: pixels (on [0, 1]) times a factor
+    uniform in 1 +- brightness, then blended with the image's mean by a factor uniform in
+    1 +- contrast, each clipped to [0, 1]."""
+    n, pixels = x.shape[0], x * STD + MEAN
+    if brightness > 0:
+        factor = 1 + (torch.rand(n, 1, 1, 1, generator=generator, device=x.device) * 2 - 1) * brightness
+        pixels = (pixels * factor).clamp(0, 1)
+    if contrast > 0:
+        factor = 1 + (torch.rand(n, 1, 1, 1, generator=generator, device=x.device) * 2 - 1) * contrast
+        mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
+        pixels = (mean + (pixels - mean) * factor).clamp(0, 1)
+    return (pixels - MEAN) / STD
+
+
+def rotate(
+    x: torch.Tensor, degrees: float, generator: torch.Generator | None, translate: float = 0.0, scale: float = 0.0
+) -> torch.Tensor:
     """Rotate each image of a batch by its own angle, uniform in [-degrees, degrees], and with
     `translate` shift it by its own offset, uniform in +-translate of the image side on each axis
-    (as torchvision's RandomAffine(translate=(t, t)), whole pixels aside): one resampling for both."""
+    (as torchvision's RandomAffine(translate=(t, t)), whole pixels aside), and with `scale` zoom it
+    by its own factor, uniform in 1 +- scale (RandomAffine(scale=(1 - s, 1 + s))): one resampling."""
     angle = (torch.rand(x.shape[0], generator=generator, device=x.device) * 2 - 1) * math.radians(degrees)
-    shift = None
+    shift = zoom = None
     if translate > 0:  # drawn after the angles: a rotation-only run draws exactly as before
         shift = (torch.rand(x.shape[0], 2, generator=generator, device=x.device) * 2 - 1) * (2 * translate)
-    return rotate_by(x, angle, shift)
+    if scale > 0:  # drawn last, for the same reason
+        zoom = 1 + (torch.rand(x.shape[0], generator=generator, device=x.device) * 2 - 1) * scale
+    return rotate_by(x, angle, shift, zoom)
 
 
-def rotate_by(x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+def rotate_by(
+    x: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor | None = None, zoom: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rotate image i of a normalised batch by angle[i] radians about its centre (+pi/2 is
     torch.rot90(k=1), counter-clockwise on screen), then move it by shift[i] (x, y in units of
-    half the image side, +x to the right, +y down), bilinear, filling with black as torchvision's
-    RandomRotation(fill=0) does."""
+    half the image side, +x to the right, +y down) and scale it by zoom[i] about its centre (2 doubles
+    the digit's size), bilinear, filling with black as torchvision's RandomRotation(fill=0) does."""
     cos, sin = angle.cos(), angle.sin()
+    if zoom is not None:  # the grid samples the input at 1 / zoom of each output offset
+        cos, sin = cos / zoom, sin / zoom
     tx, ty = (torch.zeros_like(angle), torch.zeros_like(angle)) if shift is None else (-shift[:, 0], -shift[:, 1])
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)

@@ -58,13 +58,18 @@ class Recipe:
     weight_decay: float = 0.0  # L2 penalty
     batch_size: int = 128  # images per optimizer step
     epochs: int = 15  # full passes over the training split
-    schedule: str = "step"  # lr per epoch: "step" (StepLR), "onecycle" (up to lr, then down), "cosine"
+    schedule: str = "step"  # "step" (StepLR), "onecycle" (up to lr, then down), "cosine", "linear" (warm-up, then to 0)
     step_size: int | None = None  # StepLR: epochs between lr decays; None = constant lr
     gamma: float = 0.1  # StepLR: lr multiplier at each decay
     dropout: float = 0.0  # drop probability after every hidden conv
     rotation: float = 0.0  # random rotation, uniform in +-degrees, per training image
     translate: float = 0.0  # random shift, uniform in +-this fraction of the image side, per training image
     label_smoothing: float = 0.0  # of the training loss's targets (evaluation is unsmoothed)
+    lr_step: str = "epoch"  # how often onecycle, cosine and linear move: once an "epoch" or every "batch" (to ~0)
+    ema: float = 0.0  # decay per step of an exponential moving average of the weights, which is evaluated; 0 = off
+    scale: float = 0.0  # random zoom, uniform in 1 +- this fraction, per training image
+    brightness: float = 0.0  # random brightness factor, uniform in 1 +- this, per training image
+    contrast: float = 0.0  # random contrast factor (blend with the image's mean), uniform in 1 +- this
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,16 @@ RECIPE_RANGES = {
     "rotation": {"lo": 0, "hi": 180},
     "translate": {"lo": 0, "hi": 0.5, "hi_open": True},
     "label_smoothing": {"lo": 0, "hi": 1, "hi_open": True},
+    "ema": {"lo": 0, "hi": 1, "hi_open": True},
+    "scale": {"lo": 0, "hi": 0.5, "hi_open": True},
+    "brightness": {"lo": 0, "hi": 1, "hi_open": True},
+    "contrast": {"lo": 0, "hi": 1, "hi_open": True},
 }
-RECIPE_CHOICES = {"optimizer": ("sgd", "adam", "adamw"), "schedule": ("step", "onecycle", "cosine")}
+RECIPE_CHOICES = {
+    "optimizer": ("sgd", "adam", "adamw"),
+    "schedule": ("step", "onecycle", "cosine", "linear"),
+    "lr_step": ("epoch", "batch"),
+}
 
 
 def _recipe(d: object, where: str) -> Recipe:

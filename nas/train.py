@@ -20,14 +20,15 @@ import torch.nn.functional as F
 
 from nas import NasError, data, spec
 from nas.files import atomic
-from nas.graphs import GraphedSteps
+from nas.graphs import GraphedSteps, set_lr
 from nas.model import build
 
 
 @dataclass
 class Epoch:
     epoch: int  # 1-based
-    lr: float  # learning rate used during this epoch
+    lr: float  # learning rate of the epoch's first optimizer step
+    lr_last: float  # of its last step (the same as lr when the schedule moves once an epoch)
     train_loss: float  # mean cross-entropy over the epoch's training batches (with augmentation)
     train_acc: float  # percent correct on those batches, as the reference experiment measured it
     eval_loss: float  # on split.eval_name ("val" or "test")
@@ -117,32 +118,91 @@ def fused_for(
     return device.type == "cuda" and plain and importlib.util.find_spec("triton") is not None
 
 
-def make_optimizer(model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False) -> torch.optim.Optimizer:
-    """`capturable`: the optimizer's state stays on the device, so its step can be a CUDA graph."""
+def make_optimizer(
+    model: torch.nn.Module, recipe: spec.Recipe, capturable: bool = False, tensor_lr: bool = False
+) -> torch.optim.Optimizer:
+    """`capturable`: the optimizer's state stays on the device, so its step can be a CUDA graph.
+    `tensor_lr`: the learning rate is a one-element tensor on the parameters' device, filled in
+    place every step, so a graph captured once reads each step's rate (a number would be baked
+    into the captured kernels). SGD reads a tensor rate without a host sync only on its
+    per-parameter path when the tensor requires grad (`addcmul_`; its foreach path calls .item())."""
+    device = next(model.parameters()).device
+    lr = torch.tensor(recipe.lr, device=device, requires_grad=recipe.optimizer == "sgd") if tensor_lr else recipe.lr
     if recipe.optimizer in ("adam", "adamw"):
         kind = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-        return kind(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay, capturable=capturable)
+        return kind(model.parameters(), lr=lr, weight_decay=recipe.weight_decay, capturable=capturable)
     return torch.optim.SGD(
         model.parameters(),
-        lr=recipe.lr,
+        lr=lr,
         momentum=recipe.momentum,
         nesterov=recipe.nesterov and recipe.momentum > 0,
         weight_decay=recipe.weight_decay,
+        foreach=False if tensor_lr else None,
     )
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: spec.Recipe) -> torch.optim.lr_scheduler.LRScheduler:
-    """The learning rate per epoch (stepped once after each epoch, so a CUDA graph is re-captured
-    at most once an epoch): StepLR; OneCycle from lr / 10 up to `lr` over the first quarter, then
-    linearly down; cosine from `lr` towards 0. Both of the last span the recipe's epochs."""
-    if recipe.schedule == "onecycle":
+PER_EPOCH_ONLY = ("step",)  # StepLR keeps the reference's meaning: its step_size counts epochs
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, recipe: spec.Recipe, total_steps: int | None = None
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's scheduler for the recipe, stepped `total_steps` times over the run (default: once
+    after each epoch, the `lr_step = "epoch"` meaning): StepLR (always per epoch); OneCycle from
+    lr / 10 up to `lr` over the first quarter, then linearly down to lr / 1000; cosine from `lr`
+    towards 0; linear from lr / 2 up to `lr` over the first 15%, then down to ~0 (lr / 20,000)."""
+    total = total_steps or recipe.epochs + 1  # per epoch: the last step comes after the last epoch
+    if recipe.schedule in ("onecycle", "linear"):
+        linear = recipe.schedule == "linear"
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs + 1, pct_start=0.25, div_factor=10,
-            final_div_factor=100, anneal_strategy="linear", cycle_momentum=False,
+            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=0.15 if linear else 0.25,
+            div_factor=2 if linear else 10, final_div_factor=10_000 if linear else 100,
+            anneal_strategy="linear", cycle_momentum=False,
         )  # fmt: skip
     if recipe.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - 1)
     return torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size or 10**9, recipe.gamma)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)  # the last batch may be short (data.batches)
+
+
+def lr_values(recipe: spec.Recipe, steps: int, epochs: int | None = None) -> list[list[float]]:
+    """The learning rate of every optimizer step, one list of `steps` per epoch, as torch's
+    scheduler computes it: stepped once an epoch, or with `lr_step = "batch"` (not StepLR) after
+    every step, so the run's last step trains at ~0. `epochs` past the recipe's (an override)
+    continue the schedule where torch can and keep OneCycle's last rate. Computed ahead on a
+    stand-in optimizer: the scheduler's arithmetic depends only on the learning rate, and the
+    trainer then sets a plain number (or fills a device tensor, under CUDA graphs) each step."""
+    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr)
+    per_batch = recipe.lr_step == "batch" and recipe.schedule not in PER_EPOCH_ONLY
+    schedule = make_schedule(stand_in, recipe, recipe.epochs * steps + 1 if per_batch else None)
+    ends = getattr(schedule, "total_steps", None)  # OneCycle refuses to step past its end
+
+    def advance() -> None:
+        stand_in.step()  # a no-op (no gradient); torch warns when a scheduler steps first
+        if ends is None or schedule.last_epoch + 1 < ends:
+            schedule.step()
+
+    out = []
+    for _ in range(max(epochs or 0, recipe.epochs)):
+        epoch = []
+        for _ in range(steps if per_batch else 1):
+            epoch.append(stand_in.param_groups[0]["lr"])
+            if per_batch:
+                advance()
+        out.append(epoch if per_batch else epoch * steps)
+        if not per_batch:
+            advance()
+    return out
+
+
+def averaged(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of the weights and of BatchNorm's running statistics, updated
+    after every optimizer step; evaluations read it, the network stays the same."""
+    swa = torch.optim.swa_utils
+    return swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 @torch.inference_mode()
@@ -218,8 +278,13 @@ def train(
 
         inductor.fallback_random = True
         forward = torch.compile(model)
-    optimizer = make_optimizer(model, recipe, capturable=graphs)
-    scheduler = make_schedule(optimizer, recipe)
+    n = len(split.train_y)
+    lrs = lr_values(recipe, steps_per_epoch(n, recipe.batch_size), epochs)
+    # per-step rates under CUDA graphs: a device tensor the captured step reads (nas.graphs)
+    tensor_lr = graphs and any(len(set(epoch)) > 1 for epoch in lrs)
+    optimizer = make_optimizer(model, recipe, capturable=graphs, tensor_lr=tensor_lr)
+    ema = averaged(model, recipe.ema) if recipe.ema > 0 else None
+    judged = model if ema is None else ema.module  # what every evaluation reads, and what train returns
     epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
     loop = {
         "cuda_graphs": graphs,
@@ -230,19 +295,18 @@ def train(
         "epoch_rotation": epoch_rotation,
     }
     history = History(seed=seed, device=str(device), eval_name=split.eval_name, loop=loop)
-    n = len(split.train_y)
     start = 1
     if checkpoint is not None and Path(checkpoint).exists():
-        start = _restore(torch.load(checkpoint, weights_only=True), model, optimizer, scheduler, gen, history) + 1
+        start = _restore(torch.load(checkpoint, weights_only=True), model, optimizer, ema, gen, history) + 1
         for stats in history.epochs:
             if on_epoch is not None:
                 on_epoch(stats)
 
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no host sync inside an epoch
     correct = torch.zeros((), device=device, dtype=torch.long)
-    # rotation angles: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
-    angles = gen if device.type == "cpu" else None
-    augmented = recipe.rotation > 0 or recipe.translate > 0
+    # augmentation draws: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
+    draws = gen if device.type == "cpu" else None
+    augmented = data.augments(recipe)
     rotated = torch.empty_like(split.train_x) if epoch_rotation and augmented else None
     images = split.train_x if rotated is None else rotated  # what the steps gather their batches from
 
@@ -250,7 +314,7 @@ def train(
         """One optimizer step on the training images `idx` (the grads are already cleared)."""
         x, y = images[idx], split.train_y[idx]
         if augmented and rotated is None:
-            x = data.rotate(x, recipe.rotation, angles, recipe.translate)
+            x = data.augment(x, recipe, draws)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
             logits = forward(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
@@ -259,31 +323,36 @@ def train(
         loss_sum.add_(loss.detach() * len(y))
         correct.add_((logits.detach().argmax(1) == y).sum())
 
+    def after_step() -> None:
+        if ema is not None:  # outside any CUDA graph: AveragedModel's first update branches on the host
+            ema.update_parameters(model)
+        if on_step is not None:
+            on_step()
+
     steps = GraphedSteps(step, optimizer, recipe.batch_size) if graphs else None
     for epoch in range(start, (epochs or recipe.epochs) + 1):
         t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        epoch_lrs = lrs[epoch - 1]
         model.train()
         loss_sum.zero_()
         correct.zero_()
         batches = data.batches(n, recipe.batch_size, gen)
         if rotated is not None:
             for i in range(0, n, ROTATE_CHUNK):  # in chunks: the sampling grid is 2 floats a pixel
-                rotated[i : i + ROTATE_CHUNK] = data.rotate(
-                    split.train_x[i : i + ROTATE_CHUNK], recipe.rotation, angles, recipe.translate
-                )
+                rotated[i : i + ROTATE_CHUNK] = data.augment(split.train_x[i : i + ROTATE_CHUNK], recipe, draws)
         if steps:
-            steps.epoch(batches, on_step)
+            steps.epoch(batches, epoch_lrs, after_step)
         else:
-            for idx in batches:
+            for idx, lr in zip(batches, epoch_lrs, strict=True):
+                set_lr(optimizer, lr)
                 optimizer.zero_grad(set_to_none=True)
                 step(idx)
-                if on_step is not None:
-                    on_step()
-        eval_loss, eval_acc = evaluate(model, split.eval_x, split.eval_y)
+                after_step()
+        eval_loss, eval_acc = evaluate(judged, split.eval_x, split.eval_y)
         stats = Epoch(
             epoch=epoch,
-            lr=lr,
+            lr=epoch_lrs[0],
+            lr_last=epoch_lrs[len(batches) - 1],
             train_loss=loss_sum.item() / n,
             train_acc=100.0 * correct.item() / n,
             eval_loss=eval_loss,
@@ -293,18 +362,17 @@ def train(
         history.epochs.append(stats)
         if on_epoch is not None:
             on_epoch(stats)
-        scheduler.step()
         if checkpoint is not None:
-            _save(Path(checkpoint), epoch, model, optimizer, scheduler, gen, history)
-    return model, history
+            _save(Path(checkpoint), epoch, model, optimizer, ema, gen, history)
+    return judged, history
 
 
-def _save(path: Path, epoch: int, model, optimizer, scheduler, gen: torch.Generator, history: History) -> None:
+def _save(path: Path, epoch: int, model, optimizer, ema, gen: torch.Generator, history: History) -> None:
     state = {
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "ema": None if ema is None else ema.state_dict(),  # the schedule is a function of the epoch
         "torch_rng": torch.get_rng_state(),  # dropout masks on the CPU
         "cuda_rng": torch.cuda.get_rng_state(gen.device) if gen.device.type == "cuda" else None,
         "gen": gen.get_state(),  # shuffling and rotation
@@ -313,13 +381,14 @@ def _save(path: Path, epoch: int, model, optimizer, scheduler, gen: torch.Genera
     atomic(path, lambda p: torch.save(state, p))  # a crash mid-write leaves the previous checkpoint whole
 
 
-def _restore(state: dict, model, optimizer, scheduler, gen: torch.Generator, history: History) -> int:
+def _restore(state: dict, model, optimizer, ema, gen: torch.Generator, history: History) -> int:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])  # a checkpoint of an averaged run has one
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], gen.device)
     gen.set_state(state["gen"])
-    history.epochs = [Epoch(**e) for e in state["history"]]
+    history.epochs = [Epoch(**{"lr_last": e["lr"], **e}) for e in state["history"]]  # older: one rate an epoch
     return state["epoch"]
