@@ -112,7 +112,8 @@ def winners_table(files: dict) -> Table:
 
 
 EPOCH_HEADER = (
-    f"{'seed':>5} {'epoch':>5} {'lr':>8} {'train loss':>10} {'train %':>8} {'{e} loss':>10} {'{e} %':>8} {'s':>6}"
+    f"{'seed':>5} {'epoch':>5} {'lr':>8} {'lr last':>8} {'train loss':>10} {'train %':>8} "
+    f"{'{e} loss':>10} {'{e} %':>8} {'s':>6}"
 )
 
 
@@ -122,8 +123,8 @@ def epoch_header(eval_name: str) -> str:
 
 def epoch_row(seed: int, epoch) -> str:
     return (
-        f"{seed:>5} {epoch.epoch:>5} {epoch.lr:>8.5f} {epoch.train_loss:>10.4f} {epoch.train_acc:>8.2f} "
-        f"{epoch.eval_loss:>10.4f} {epoch.eval_acc:>8.2f} {epoch.seconds:>6.1f}"
+        f"{seed:>5} {epoch.epoch:>5} {epoch.lr:>8.5f} {epoch.lr_last:>8.5f} {epoch.train_loss:>10.4f} "
+        f"{epoch.train_acc:>8.2f} {epoch.eval_loss:>10.4f} {epoch.eval_acc:>8.2f} {epoch.seconds:>6.1f}"
     )
 
 

@@ -147,15 +147,19 @@ PER_EPOCH_ONLY = ("step",)  # StepLR keeps the reference's meaning: its step_siz
 def make_schedule(
     optimizer: torch.optim.Optimizer, recipe: spec.Recipe, total_steps: int | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """torch's scheduler for the recipe, stepped `total_steps` times over the run (default: once
-    after each epoch, the `lr_step = "epoch"` meaning): StepLR (always per epoch); OneCycle from
-    lr / 10 up to `lr` over the first quarter, then linearly down to lr / 1000; cosine from `lr`
-    towards 0; linear from lr / 2 up to `lr` over the first 15%, then down to ~0 (lr / 20,000)."""
+    """torch's scheduler for the recipe over `total_steps` rates: one an optimizer step (the last
+    step trains at the schedule's end), or by default one an epoch and one after the last epoch,
+    the `lr_step = "epoch"` meaning. StepLR (always per epoch); OneCycle from lr / 10 up to `lr`
+    over the first quarter, then linearly down to lr / 1000; cosine from `lr` to 0; linear from
+    lr / 2 up to `lr` over the first 15%, then down to lr / 20,000."""
     total = total_steps or recipe.epochs + 1  # per epoch: the last step comes after the last epoch
     if recipe.schedule in ("onecycle", "linear"):
         linear = recipe.schedule == "linear"
+        warm = 0.15 if linear else 0.25
+        if warm * total == 1:  # the warm-up would end on step 0, where torch divides by zero (3 epochs)
+            warm = 2 / total
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=0.15 if linear else 0.25,
+            optimizer, max_lr=recipe.lr, total_steps=total, pct_start=warm,
             div_factor=2 if linear else 10, final_div_factor=10_000 if linear else 100,
             anneal_strategy="linear", cycle_momentum=False,
         )  # fmt: skip
@@ -177,7 +181,7 @@ def lr_values(recipe: spec.Recipe, steps: int, epochs: int | None = None) -> lis
     trainer then sets a plain number (or fills a device tensor, under CUDA graphs) each step."""
     stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr)
     per_batch = recipe.lr_step == "batch" and recipe.schedule not in PER_EPOCH_ONLY
-    schedule = make_schedule(stand_in, recipe, recipe.epochs * steps + 1 if per_batch else None)
+    schedule = make_schedule(stand_in, recipe, recipe.epochs * steps if per_batch else None)
     ends = getattr(schedule, "total_steps", None)  # OneCycle refuses to step past its end
 
     def advance() -> None:

@@ -67,7 +67,7 @@ def test_smoke_replay_writes_history(data_dir, tmp_path, capsys):
     assert all(r["loop"] == off | {"channels_last": one_thread} for r in record["runs"])
     assert record["train_limit"] == 3000 and record["provenance"]["torch"]
     lines = (run_dir / "history.csv").read_text().splitlines()
-    assert lines[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,seconds" and len(lines) == 1 + 4
+    assert lines[0] == "seed,epoch,lr,lr_last,train_loss,train_acc,test_loss,test_acc,seconds" and len(lines) == 1 + 4
     # each seed's final weights, rebuilt from the folder's config.json, test as the run recorded
     import torch
 
