@@ -41,16 +41,31 @@ DIMENSIONS = {
     "momentum": (float, 0.0, 0.999, None),
     "weight_decay": (float, 0.0, 0.1, None),
     "batch_size": (int, 8, 4096, None),
-    "schedule": (str, None, None, ("step", "onecycle", "cosine")),
+    "schedule": (str, None, None, ("step", "onecycle", "cosine", "linear")),
+    "lr_step": (str, None, None, ("epoch", "batch")),
     "step_size": (int, 1, 100, None),
     "gamma": (float, 0.01, 1.0, None),
     "dropout": (float, 0.0, 0.9, None),
     "rotation": (float, 0.0, 180.0, None),
     "translate": (float, 0.0, 0.45, None),
     "label_smoothing": (float, 0.0, 0.5, None),
+    "ema": (float, 0.0, 0.9999, None),
+    "scale": (float, 0.0, 0.45, None),
+    "brightness": (float, 0.0, 0.9, None),
+    "contrast": (float, 0.0, 0.9, None),
 }
 # a space file may leave these out: each then keeps the value given here
-OPTIONAL = {"adam_lr": 0.001, "schedule": "step", "translate": 0.0, "label_smoothing": 0.0}
+OPTIONAL = {
+    "adam_lr": 0.001,
+    "schedule": "step",
+    "translate": 0.0,
+    "label_smoothing": 0.0,
+    "lr_step": "epoch",
+    "ema": 0.0,
+    "scale": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+}
 # a dimension drawn only when another one has one of these values (TPE's group decomposition
 # learns each branch apart); otherwise the recipe's default stands
 CONDITIONS = {
@@ -60,6 +75,7 @@ CONDITIONS = {
     "adam_lr": ("optimizer", {"adam", "adamw"}),
     "step_size": ("schedule", {"step"}),
     "gamma": ("schedule", {"step"}),
+    "lr_step": ("schedule", {"onecycle", "cosine", "linear"}),  # StepLR counts epochs
 }
 TOP_LEVEL = {"description", "epochs", "dimensions"}
 SPACES_PACKAGE = "nas.spaces"
@@ -259,7 +275,20 @@ def build_config(values: dict, widths: list[int], epochs: int, name: str = "") -
     return spec.from_dict({"name": name, "layers": layers, "recipe": recipe_of(values, epochs)})
 
 
-RECIPE_KEYS = ("weight_decay", "batch_size", "dropout", "rotation", "translate", "label_smoothing", "schedule")
+RECIPE_KEYS = (
+    "weight_decay",
+    "batch_size",
+    "dropout",
+    "rotation",
+    "translate",
+    "label_smoothing",
+    "schedule",
+    "lr_step",
+    "ema",
+    "scale",
+    "brightness",
+    "contrast",
+)
 
 
 def recipe_of(values: dict, epochs: int) -> dict:

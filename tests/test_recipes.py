@@ -114,7 +114,7 @@ def test_the_objective_is_the_worst_of_the_last_k_validation_epochs(tmp_path):
 
     def fit(config, seed, on_epoch):  # validation accuracy per epoch
         for epoch, acc in enumerate([90.0, 99.5, 99.3, 99.6, 99.45], start=1):
-            on_epoch(train.Epoch(epoch, 0.01, 0.1, 99.0, 0.05, acc, 1.0))
+            on_epoch(train.Epoch(epoch, 0.01, 0.01, 0.1, 99.0, 0.05, acc, 1.0))
 
     study.optimize(objective.objective_for(study, s, sp, None, "cpu", fit), n_trials=1)
     t = study.trials[0]

@@ -301,7 +301,7 @@ def test_a_non_finite_loss_ends_the_trial_as_pruned_with_the_reason(tmp_path):
     study.enqueue_trial(objective.space_params(spec.load_baseline("baseline-6"), sp))
 
     def fit(config, seed, on_epoch):  # a training run whose loss blew up in its first epoch
-        on_epoch(train.Epoch(1, 0.01, float("nan"), 0.0, float("nan"), 10.0, 1.0))
+        on_epoch(train.Epoch(1, 0.01, 0.01, float("nan"), 0.0, float("nan"), 10.0, 1.0))
 
     study.optimize(objective.objective_for(study, s, sp, None, "cpu", fit), n_trials=1)
     t = study.trials[0]
@@ -327,7 +327,7 @@ def test_queued_configurations_train_to_the_end_and_are_queued_once(tmp_path):
 
     def fit(config, seed, on_epoch):
         for epoch in (1, 2, 3):
-            on_epoch(train.Epoch(epoch, 0.01, 0.1, 0.98, 0.1, 98.0 + epoch / 10, 1.0))
+            on_epoch(train.Epoch(epoch, 0.01, 0.01, 0.1, 0.98, 0.1, 98.0 + epoch / 10, 1.0))
 
     study.optimize(objective.objective_for(study, s, sp, None, "cpu", fit), n_trials=2)
     named, sampled = study.trials
