@@ -66,13 +66,18 @@ def layers_line(config: spec.Config) -> str:
 def recipe_line(recipe: spec.Recipe) -> str:
     """The recipe in one line, its rates to 3 significant digits (the config file keeps them whole)."""
     sched = f"StepLR {recipe.step_size}/{recipe.gamma:.3g}" if recipe.step_size else "constant lr"
-    sched = sched if recipe.schedule == "step" else recipe.schedule
+    per_batch = recipe.lr_step == "batch" and recipe.schedule != "step"
+    sched = sched if recipe.schedule == "step" else recipe.schedule + (" per step" if per_batch else "")
     optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:.3g}"
     if recipe.optimizer == "sgd":
         optimizer += f" momentum {recipe.momentum:.3g}"
     extras = [f"translate +-{recipe.translate:.3g}"] if recipe.translate else []
     extras += [f"weight decay {recipe.weight_decay:.3g}"] if recipe.weight_decay else []
     extras += [f"label smoothing {recipe.label_smoothing:.3g}"] if recipe.label_smoothing else []
+    extras += [f"zoom +-{recipe.scale:.3g}"] if recipe.scale else []
+    extras += [f"brightness +-{recipe.brightness:.3g}"] if recipe.brightness else []
+    extras += [f"contrast +-{recipe.contrast:.3g}"] if recipe.contrast else []
+    extras += [f"weight average (ema {recipe.ema:.4g})"] if recipe.ema else []
     return (
         f"{optimizer}, batch {recipe.batch_size}, {recipe.epochs} epochs, {sched}, dropout {recipe.dropout:.3g}, "
         f"rotation +-{recipe.rotation:.3g}" + "".join(f", {x}" for x in extras)
