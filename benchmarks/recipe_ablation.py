@@ -88,23 +88,35 @@ def run_one(job: tuple[str, str, int, str | None]) -> dict:
     }
 
 
-def mean_std(values) -> str:
+def mean_std(values, signed: bool = False) -> str:
     values = list(values)
     std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {std:.2f}"
+    return f"{statistics.mean(values):{'+' if signed else ''}.2f} ± {std:.2f}"
 
 
 def table(frame: pd.DataFrame) -> str:
-    """Markdown: one row per architecture and variant, mean +- std over its seeds."""
-    head = "| architecture | params | variant | seeds | final val % | min of last 3 val % | seeds >= 99.40 in last 3 |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
+    """Markdown: one row per architecture and variant, mean +- std over its seeds, and the change
+    of the minimum against `today` on the same seeds (a seed fixes the initial weights and the
+    data order, so the pairs differ only by the lever)."""
+    head = (
+        "| architecture | params | variant | seeds | final val % | min of last 3 val % | final - min "
+        "| min vs today, same seeds |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     order = {v: i for i, v in enumerate(VARIANTS)}
     cells = sorted(frame.groupby(["architecture", "variant"]), key=lambda k: (k[0][0], order[k[0][1]]))
     for (arch, variant), g in cells:
         final, worst = mean_std(g["final_val"]), mean_std(g["min_last3_val"])
-        held = int((g["min_last3_val"] >= 99.40).sum())
+        gap = f"{(g['final_val'] - g['min_last3_val']).mean():.2f}"
+        today = frame[(frame["architecture"] == arch) & (frame["variant"] == "today")].set_index("seed")
+        pairs = [
+            m - today.loc[s, "min_last3_val"]
+            for s, m in zip(g["seed"], g["min_last3_val"], strict=True)
+            if s in today.index
+        ]
+        change = "-" if variant == "today" or not pairs else f"{mean_std(pairs, signed=True)} ({len(pairs)})"
         params = f"{int(g['params'].iloc[0]):,}"
-        lines.append(f"| {arch} | {params} | {variant} | {len(g)} | {final} | {worst} | {held} of {len(g)} |")
+        lines.append(f"| {arch} | {params} | {variant} | {len(g)} | {final} | {worst} | {gap} | {change} |")
     return "\n".join(lines)
 
 

@@ -212,3 +212,23 @@ def test_replay_of_a_per_batch_onecycle_with_ema_ends_its_last_epoch_near_zero(t
 
 def asdict_with(**changes) -> dict:
     return dataclasses.asdict(recipe(**changes))
+
+
+def test_the_ablation_table_pairs_each_variant_with_today_on_the_same_seeds():
+    import importlib.util
+
+    import pandas as pd
+    from conftest import REPO
+
+    spec_ = importlib.util.spec_from_file_location("recipe_ablation", REPO / "benchmarks" / "recipe_ablation.py")
+    ablation = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(ablation)
+    rows = [("today", 0, 99.30, 99.20), ("today", 1, 99.10, 99.00), ("batch+ema", 0, 99.40, 99.35)]
+    rows += [("batch+ema", 1, 99.30, 99.25), ("batch+ema", 2, 99.50, 99.45)]  # seed 2 has no pair
+    frame = pd.DataFrame(
+        [{"architecture": "a", "variant": v, "seed": s, "params": 7000, "final_val": f, "min_last3_val": m}
+         for v, s, f, m in rows]
+    )  # fmt: skip
+    lines = ablation.table(frame).splitlines()
+    assert lines[2] == "| a | 7,000 | today | 2 | 99.20 ± 0.14 | 99.10 ± 0.14 | 0.10 | - |"
+    assert lines[3] == "| a | 7,000 | batch+ema | 3 | 99.40 ± 0.10 | 99.35 ± 0.10 | 0.05 | +0.20 ± 0.07 (2) |"
