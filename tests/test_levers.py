@@ -232,3 +232,22 @@ def test_the_ablation_table_pairs_each_variant_with_today_on_the_same_seeds():
     lines = ablation.table(frame).splitlines()
     assert lines[2] == "| a | 7,000 | today | 2 | 99.20 ± 0.14 | 99.10 ± 0.14 | 0.10 | - |"
     assert lines[3] == "| a | 7,000 | batch+ema | 3 | 99.40 ± 0.10 | 99.35 ± 0.10 | 0.05 | +0.20 ± 0.07 (2) |"
+
+
+def test_the_wide_space_draws_the_per_step_rate_only_for_schedules_that_move_and_never_zoom():
+    import optuna
+
+    from nas import space
+
+    wide = space.load("wide")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {"step": set(), "moving": set(), "ema": set(), "scale": set()}
+    for _ in range(60):
+        trial = study.ask()
+        r = space.suggest(trial, wide).recipe
+        seen["step" if r.schedule == "step" else "moving"].add(r.lr_step)
+        seen["ema"].add(r.ema)
+        seen["scale"].add(r.scale)
+        assert ("lr_step" in trial.params) == (r.schedule != "step")
+        study.tell(trial, 0.0)
+    assert seen == {"step": {"epoch"}, "moving": {"epoch", "batch"}, "ema": {0.0, 0.998}, "scale": {0.0}}
