@@ -67,7 +67,7 @@ def reference_trainer(data_dir: str, train_limit: int | None, val_limit: int | N
                     eval_loss += F.cross_entropy(logits, y, reduction="sum").item()
                     eval_correct += (logits.argmax(1) == y).sum().item()
                     m += len(y)
-            on_epoch(train.Epoch(epoch, lr, loss_sum / n, 100 * correct / n, eval_loss / m, 100 * eval_correct / m,
+            on_epoch(train.Epoch(epoch, lr, lr, loss_sum / n, 100 * correct / n, eval_loss / m, 100 * eval_correct / m,
                                  time.perf_counter() - t0))  # fmt: skip
             scheduler.step()
 
