@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import multiprocessing
 import statistics
@@ -62,16 +63,23 @@ def config_of(architecture: str, variant: str) -> spec.Config:
     return dataclasses.replace(base, name=f"{architecture}-{variant}", recipe=VARIANTS[variant](base.recipe))
 
 
+@functools.cache  # once a worker process: every run of the ablation reads the same split
+def validation_split(data_dir: str | None):
+    from nas import data
+
+    return data.make_split(data.load_mnist(data_dir, download=False), evaluate_on="val")
+
+
 def run_one(job: tuple[str, str, int, str | None]) -> dict:
     """One 15-epoch run on one torch thread (two processes at one thread each train fastest here)."""
     import torch
 
-    from nas import data, train
+    from nas import train
 
     architecture, variant, seed, data_dir = job
     torch.set_num_threads(1)
     config = config_of(architecture, variant)
-    split = data.make_split(data.load_mnist(data_dir, download=False), evaluate_on="val")
+    split = validation_split(data_dir)
     t0 = time.perf_counter()
     _, history = train.train(config, split, seed)
     accuracy = [e.eval_acc for e in history.epochs]

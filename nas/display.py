@@ -66,8 +66,7 @@ def layers_line(config: spec.Config) -> str:
 def recipe_line(recipe: spec.Recipe) -> str:
     """The recipe in one line, its rates to 3 significant digits (the config file keeps them whole)."""
     sched = f"StepLR {recipe.step_size}/{recipe.gamma:.3g}" if recipe.step_size else "constant lr"
-    per_batch = recipe.lr_step == "batch" and recipe.schedule != "step"
-    sched = sched if recipe.schedule == "step" else recipe.schedule + (" per step" if per_batch else "")
+    sched = sched if recipe.schedule == "step" else recipe.schedule + (" per step" if recipe.lr_per_step else "")
     optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:.3g}"
     if recipe.optimizer == "sgd":
         optimizer += f" momentum {recipe.momentum:.3g}"

@@ -121,7 +121,7 @@ def _replay(config: spec.Config, settings: Settings, device, mnist: dict, out: P
 
     split = data.make_split(mnist, evaluate_on="test", train_limit=settings.train_limit, device=device)
     n_epochs = settings.epochs or config.recipe.epochs
-    steps = -(-len(split.train_y) // config.recipe.batch_size) * n_epochs
+    steps = train.steps_per_epoch(len(split.train_y), config.recipe.batch_size) * n_epochs
     seeds = list(range(settings.seed, settings.seed + settings.seeds))
     record = {
         "config": config.to_dict(),

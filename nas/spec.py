@@ -71,6 +71,12 @@ class Recipe:
     brightness: float = 0.0  # random brightness factor, uniform in 1 +- this, per training image
     contrast: float = 0.0  # random contrast factor (blend with the image's mean), uniform in 1 +- this
 
+    @property
+    def lr_per_step(self) -> bool:
+        """Whether the learning rate moves every optimizer step: StepLR counts epochs whatever
+        `lr_step` says."""
+        return self.lr_step == "batch" and self.schedule != "step"
+
 
 @dataclass(frozen=True)
 class Reported:

@@ -141,9 +141,6 @@ def make_optimizer(
     )
 
 
-PER_EPOCH_ONLY = ("step",)  # StepLR keeps the reference's meaning: its step_size counts epochs
-
-
 def make_schedule(
     optimizer: torch.optim.Optimizer, recipe: spec.Recipe, total_steps: int | None = None
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -180,7 +177,7 @@ def lr_values(recipe: spec.Recipe, steps: int, epochs: int | None = None) -> lis
     stand-in optimizer: the scheduler's arithmetic depends only on the learning rate, and the
     trainer then sets a plain number (or fills a device tensor, under CUDA graphs) each step."""
     stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=recipe.lr)
-    per_batch = recipe.lr_step == "batch" and recipe.schedule not in PER_EPOCH_ONLY
+    per_batch = recipe.lr_per_step
     schedule = make_schedule(stand_in, recipe, recipe.epochs * steps if per_batch else None)
     ends = getattr(schedule, "total_steps", None)  # OneCycle refuses to step past its end
 
@@ -285,8 +282,7 @@ def train(
     n = len(split.train_y)
     lrs = lr_values(recipe, steps_per_epoch(n, recipe.batch_size), epochs)
     # per-step rates under CUDA graphs: a device tensor the captured step reads (nas.graphs)
-    tensor_lr = graphs and any(len(set(epoch)) > 1 for epoch in lrs)
-    optimizer = make_optimizer(model, recipe, capturable=graphs, tensor_lr=tensor_lr)
+    optimizer = make_optimizer(model, recipe, capturable=graphs, tensor_lr=graphs and recipe.lr_per_step)
     ema = averaged(model, recipe.ema) if recipe.ema > 0 else None
     judged = model if ema is None else ema.module  # what every evaluation reads, and what train returns
     epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
