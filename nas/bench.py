@@ -161,7 +161,7 @@ def scaled(config: spec.Config, target: int) -> spec.Config:
 
     def at(k: float) -> spec.Config:
         layers = tuple(
-            replace(x, out=max(2, round(x.out * k))) if x.op in ("conv", "fc") and i != out_idx else x
+            replace(x, out=max(2, round(x.out * k))) if x.op in (*spec.CONVS, "fc") and i != out_idx else x
             for i, x in enumerate(config.layers)
         )
         return replace(config, layers=layers, name=f"{config.name} x{k:.2f}")

@@ -20,9 +20,10 @@ err_console = Console(stderr=True)
 
 def _layer_name(r: spec.Row) -> str:
     x = r.layer
-    if x.op == "conv":
-        post = "" if r.is_output else " + ReLU, BN"
-        return f"conv {x.kernel}x{x.kernel}" + (f" pad {x.padding}" if x.padding else "") + post
+    if x.op in spec.CONVS:
+        post = "" if r.is_output else " + ReLU, BN" if x.order == "relu-bn" else " + BN, ReLU"
+        kind = "conv" if x.op == "conv" else "separable conv"
+        return f"{kind} {x.kernel}x{x.kernel}" + (f" pad {x.padding}" if x.padding else "") + post
     return {"pool": "maxpool 2x2", "gap": "global avg pool", "fc": "linear" + ("" if r.is_output else " + ReLU")}[x.op]
 
 
@@ -33,7 +34,7 @@ def summary_table(config: spec.Config) -> Table:
         t.add_column(col, justify="left" if col == "layer" else "right")
     for r in spec.trace(config):
         name = _layer_name(r)
-        if r.layer.op == "conv" and not r.is_output and config.recipe.dropout > 0:
+        if r.layer.op in spec.CONVS and not r.is_output and config.recipe.dropout > 0:
             name += f", Dropout {config.recipe.dropout:g}"
         shape = f"{r.out_ch} x {r.out_size} x {r.out_size}" if r.layer.op != "fc" else f"{r.out_ch}"
         t.add_row(str(r.index + 1), name, shape, f"{r.params:,}", f"{r.macs:,}")
@@ -56,8 +57,10 @@ def layers_line(config: spec.Config) -> str:
     names = []
     for r in spec.trace(config):
         x = r.layer
-        if x.op == "conv":
-            names.append(f"{x.kernel}x{x.kernel} conv {x.out}" + (f" pad {x.padding}" if x.padding else ""))
+        if x.op in spec.CONVS:
+            kind = "conv" if x.op == "conv" else "separable conv"
+            post = " BN first" if x.order == "bn-relu" and not r.is_output else ""
+            names.append(f"{x.kernel}x{x.kernel} {kind} {x.out}" + (f" pad {x.padding}" if x.padding else "") + post)
         else:
             names.append({"pool": "maxpool", "gap": "global avg pool", "fc": f"linear {x.out}"}[x.op])
     return ", ".join(names)

@@ -8,11 +8,16 @@ For each budget, in one storage (each study visible in optuna-dashboard, each re
    search's validation split with `select_seeds` more seeds; each is ranked by its worst seed's
    worst of the last K epochs (its search trial counts as one more seed);
 3. the confirmation of the `confirm_top` best of those on the test set with `seeds` seeds;
-4. the winner, the confirmed configuration whose worst seed holds best (a choice made on the test
-   set), retested on `fresh_seeds` seeds that took no part in choosing it: the frontier's numbers.
+4. the winner, chosen among the confirmed configurations by nas.verdict.choose (the most consistent
+   seeds, then differences within the seeds' noise are ties that the smaller network wins: a choice
+   made on the test set), retested on `fresh_seeds` seeds that took no part in choosing it: the
+   frontier's numbers.
    The next smaller budget's winner fits this budget too and competes under the same rule, so a
    larger budget never answers with a network that holds worse than a smaller budget's (its
    fresh seeds are already run: winning again trains nothing).
+Fresh seeds stay fresh: before a budget's first test-set run, what the frontier chooses from (its
+budgets, space, trials, queue and stage sizes: `fixed`) is recorded on that budget's study, and a
+frontier with a record refuses to run with anything else; to try more, start one with a new `--name`.
 The report: results/<name>/frontier.md (every stage's table, budget by budget), frontier.csv (one
 row per confirmed configuration), fresh.csv (the winners' fresh seeds), summary.csv (one row per
 budget), frontier.png, and each winner's config as <name>-<budget>.json, which
@@ -23,13 +28,16 @@ search study, for optuna-dashboard.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from nas import NasError, confirm, display, search, spec, store, verdict
+import optuna
+
+from nas import NasError, confirm, display, search, space, spec, store, verdict
 from nas.files import write_csv, write_text
 
 
@@ -151,6 +159,7 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
     check(settings)
     for budget in settings.budgets:
         search.check(settings.search(budget))  # every budget's settings, before anything is trained
+    refuse_changes(settings)
     s = settings  # each budget's runs after its search:
     after = s.select_top * s.select_seeds + s.confirm_top * s.seeds + s.fresh_seeds
     winners: list[Winner] = []
@@ -165,6 +174,8 @@ def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = No
     found = search.run(settings.search(budget), say).study
     searched = store.counts(found)["trained"]  # more than --trials where the study was searched further
     chosen = confirm.run(settings.stage(budget, "select", (), settings.select_seeds, 500_000), say)
+    if "frontier_fixed" not in found.user_attrs:  # the test set is read next: from here on, nothing is added
+        found.set_user_attr("frontier_fixed", fixed(settings))
     # the selection's verdicts, with each configuration's own search trial as one more seed
     trials = {t.number: t for t in found.get_trials(deepcopy=False)}  # read once, not per comparison
     ranked = sorted(((v, worst(v, trials[v.trial])) for v in chosen.verdicts), key=lambda x: (-x[1], x[0].params))
@@ -174,7 +185,7 @@ def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = No
     ]
     if smaller is not None:
         confirmed.append((smaller.study, smaller.winner))
-    study, best = max(confirmed, key=lambda c: holds(c[1]))  # the first of equals: this budget's own
+    study, best = confirmed[verdict.choose([v for _, v in confirmed])]  # on a full tie, this budget's own
     name = f"{settings.name}-{budget}"
     if study != own:  # the smaller budget's winner holds better: it stays the answer, fresh seeds and all
         return replace(
@@ -186,10 +197,36 @@ def one_budget(settings: Settings, budget: int, say, smaller: Winner | None = No
     return Winner(budget, searched, ranked, own, confirmed, best, fresh.verdicts[0], replace(config, name=name))
 
 
-def holds(v: verdict.Verdict) -> tuple:
-    """How well a confirmed configuration holds, larger is better: consistent, then its worst seed's worst
-    of the last K test epochs, then fewer parameters."""
-    return v.consistent, min(r.min_last_k for r in v.per_seed), -v.params
+FIXED = ("budgets", "trials", "select_top", "select_seeds", "confirm_top", "seeds", "fresh_seeds",
+         "pruner", "seed", "epochs", "train_limit", "val_limit")  # fmt: skip
+
+
+def fixed(settings: Settings) -> dict:
+    """What a frontier chooses from, as JSON values: the settings that decide which configurations it
+    trains, selects and confirms; the space and each queued configuration by the sha256 of what they
+    hold (a space named or given as a path is the same space)."""
+    record = {k: getattr(settings, k) for k in FIXED}
+    record["space_sha256"] = space.load(settings.space).sha256
+    queued = map(spec.resolve, settings.enqueue)  # by name, so that a path written another way is the same
+    record["enqueue"] = {c.name: hashlib.sha256(c.to_json().encode()).hexdigest() for c in queued}
+    return json.loads(json.dumps(record))
+
+
+def refuse_changes(settings: Settings) -> None:
+    """A frontier whose test set has been read (a budget's study holds the record) runs only as recorded."""
+    now = fixed(settings)
+    url = settings.search(settings.budgets[0]).storage_url
+    names = set(optuna.get_all_study_names(store.open_storage(url)))
+    for budget in settings.budgets:
+        name = settings.search(budget).study
+        record = store.load_study(url, name).user_attrs.get("frontier_fixed") if name in names else None
+        if record is None or record == now:
+            continue
+        key = next(k for k in {**record, **now} if record.get(k) != now.get(k))
+        raise FrontierError(
+            f"frontier {settings.name!r} has read the test set, so what it chooses from is fixed: {key} was "
+            f"{record.get(key)!r}, now {now.get(key)!r}; run it as it was, or start a new one with another --name"
+        )
 
 
 def worst(v: verdict.Verdict, trial) -> float:

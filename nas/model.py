@@ -37,10 +37,17 @@ def build(config: spec.Config) -> nn.Sequential:
     dropout = config.recipe.dropout
     for row in spec.trace(config):
         x = row.layer
-        if x.op == "conv":
-            modules.append(nn.Conv2d(row.in_ch, x.out, x.kernel, padding=x.padding, bias=False))
+        if x.op in spec.CONVS:
+            if x.op == "conv":
+                modules.append(nn.Conv2d(row.in_ch, x.out, x.kernel, padding=x.padding, bias=False))
+            else:  # depthwise, then pointwise
+                modules.append(
+                    nn.Conv2d(row.in_ch, row.in_ch, x.kernel, padding=x.padding, groups=row.in_ch, bias=False)
+                )
+                modules.append(nn.Conv2d(row.in_ch, x.out, 1, bias=False))
             if not row.is_output:
-                modules += [nn.ReLU(), nn.BatchNorm2d(x.out)]
+                block = [nn.ReLU(), nn.BatchNorm2d(x.out)]
+                modules += block if x.order == "relu-bn" else block[::-1]
                 if dropout > 0:
                     modules.append(Dropout(dropout))
         elif x.op == "pool":

@@ -24,52 +24,6 @@ from nas.store import counts, heartbeat_seconds, mark_owner, study_lock
 # --------------------------------------------------------------------------- queued configurations
 
 
-def space_params(config: spec.Config, sp: space.Space) -> dict | None:
-    """The space's parameters that rebuild `config` exactly, or None when it is outside the space."""
-    layers, r = config.layers, config.recipe
-    ops = [x.op for x in layers]
-    if ops.count("pool") != 1 or (r.schedule == "step" and r.step_size is None):
-        return None
-    p = ops.index("pool")
-    after = list(layers[p + 1 : ops.index("gap")])
-    v = {"convs_before_pool": p, "pad_first": layers[0].padding, "transition": "none", "transition_width": None}
-    if after and after[0].kernel == 1:
-        v.update(transition="1x1", transition_width=after.pop(0).out)
-    if ops[-1] == "fc":
-        v["head"] = "fc"
-    elif after[-1].kernel == 1:
-        v["head"], after = "conv1x1", after[:-1]
-    else:
-        v["head"] = "conv"
-    v["convs_after_pool"] = len(after)
-    widths = [x.out for x in layers[:p]] + [x.out for x in after]
-    widths = widths[:-1] if v["head"] == "conv" else widths
-    v.update(space.values_of(r))
-    try:
-        rebuilt = space.build_config(v, [*widths, spec.CLASSES], config.recipe.epochs)
-    except (spec.SpecError, KeyError, IndexError):
-        return None
-    if rebuilt.layers != config.layers:
-        return None
-    if rebuilt.recipe != replace(r, epochs=rebuilt.recipe.epochs):
-        return None
-    params = {k: val for k, val in v.items() if val is not None}
-    params.update({f"width_{i + 1}": w for i, w in enumerate(widths)})
-    for k, val in params.items():
-        name = "width" if k.startswith("width_") else k
-        if not _inside(sp.dims[name], val):
-            return None
-    return {k: val for k, val in params.items() if sp.dims["width" if k.startswith("width_") else k].kind != "const"}
-
-
-def _inside(d: space.Dim, value) -> bool:
-    if d.kind == "const":
-        return d.value == value
-    if d.kind == "choices":
-        return value in d.choices
-    return d.low <= value <= d.high
-
-
 def enqueue(study: optuna.Study, sp: space.Space, settings: Settings) -> list[str]:
     """Queue the configurations of `settings.enqueue` (checked by nas.search.check), then the
     reference baselines that the space can express and the budget admits (unless
@@ -87,7 +41,7 @@ def _enqueue(study: optuna.Study, sp: space.Space, budget: int, configs: list[sp
     have = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL}
     queued = []
     for config in configs:
-        params = space_params(config, sp)
+        params = space.space_params(config, sp)
         if params is None or spec.param_count(config) >= budget or config.name in have:
             continue
         study.enqueue_trial(params, user_attrs={"baseline": config.name})

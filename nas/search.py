@@ -311,8 +311,6 @@ def check(settings: Settings) -> space.Space:
 
 def enqueueable(name: str, sp: space.Space, budget: int) -> spec.Config:
     """An --enqueue configuration loads, is one the space can express, and is under the budget."""
-    from nas.objective import space_params
-
     try:
         config = spec.resolve(name)
     except spec.SpecError as e:
@@ -320,7 +318,7 @@ def enqueueable(name: str, sp: space.Space, budget: int) -> spec.Config:
     n = spec.param_count(config)
     if n >= budget:
         raise SearchError(f"--enqueue {name}: {n:,} params, at or over --budget {budget}; raise --budget or drop it")
-    if space_params(config, sp) is None:
+    if space.space_params(config, sp) is None:
         raise SearchError(
             f"--enqueue {name}: space {sp.name!r} cannot express this configuration (its layers or a recipe value "
             f"fall outside the space's dimensions; `nas spaces` shows them); pass --space with one that can"

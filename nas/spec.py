@@ -6,7 +6,11 @@ accumulates per image, a per-layer summary and the receptive-field table in the 
 
 Conventions (fixed once, used by baselines, trials, replays and exports alike):
 - a conv has no bias; every conv but the output layer is followed by ReLU, BatchNorm, Dropout
-  (the reference's order), so it owns 2 * out BatchNorm parameters (weight and bias);
+  (the reference's order; `"order": "bn-relu"` puts BatchNorm first), so it owns 2 * out BatchNorm
+  parameters (weight and bias);
+- "sep" is a depthwise-separable conv: a k x k conv per input channel (groups = in), then a 1x1
+  conv to `out` channels, then the same one block as a conv (the two convs have no norm between
+  them): k*k*in + in*out weights where a full conv has k*k*in*out;
 - the *output layer* is the last conv (GAP head) or the last fc (FC head): it has no ReLU, BN
   or dropout, and its width is the number of classes; a hidden fc is followed by ReLU;
 - "pool" is a 2x2 max-pool with stride 2; "gap" averages the whole map to 1x1.
@@ -27,7 +31,9 @@ from nas.files import read_text
 IMAGE_SIZE = 28  # MNIST: 1 x 28 x 28
 IN_CHANNELS = 1
 CLASSES = 10
-OPS = ("conv", "pool", "gap", "fc")
+OPS = ("conv", "sep", "pool", "gap", "fc")
+CONVS = ("conv", "sep")  # the ops with a kernel, padding, width and the block after them
+ORDERS = ("relu-bn", "bn-relu")  # the block after a hidden conv: ReLU then BatchNorm, or the reverse
 
 
 class SpecError(NasError, ValueError):
@@ -36,14 +42,17 @@ class SpecError(NasError, ValueError):
 
 @dataclass(frozen=True)
 class Layer:
-    op: str  # "conv" | "pool" | "gap" | "fc"
-    out: int | None = None  # output channels (conv) or features (fc); None for pool/gap
+    op: str  # "conv" | "sep" | "pool" | "gap" | "fc"
+    out: int | None = None  # output channels (conv, sep) or features (fc); None for pool/gap
     kernel: int = 3  # conv kernel side: 3 for a 3x3 conv, 1 for a 1x1 transition
     padding: int = 0  # conv zero-padding per side: 1 keeps a 3x3 conv's map size
+    order: str = "relu-bn"  # the block after a hidden conv: "relu-bn" (the reference's) or "bn-relu"
 
     def to_dict(self) -> dict:
-        if self.op == "conv":
-            return {"op": "conv", "out": self.out, "kernel": self.kernel, "padding": self.padding}
+        if self.op in CONVS:
+            d = {"op": self.op, "out": self.out, "kernel": self.kernel, "padding": self.padding}
+            # written only when not the default, so that every config written before it reads the same
+            return d if self.order == ORDERS[0] else {**d, "order": self.order}
         if self.op == "fc":
             return {"op": "fc", "out": self.out}
         return {"op": self.op}
@@ -139,14 +148,18 @@ def _layer(d: object, where: str) -> Layer:
         op = d.get("op") if isinstance(d, dict) else d
         raise SpecError(f"{where}.op: must be one of {', '.join(OPS)}, got {op!r}")
     op = d["op"]
-    if op == "conv":
-        _check_keys(d, {"op", "out", "kernel", "padding"}, where)
-        kernel = _number(d.get("kernel", 3), f"{where}.kernel", integer=True, lo=1)
+    if op in CONVS:
+        _check_keys(d, {"op", "out", "kernel", "padding", "order"}, where)
+        # a 1x1 depthwise conv would only scale each channel: a separable conv's kernel is 3 or more
+        kernel = _number(d.get("kernel", 3), f"{where}.kernel", integer=True, lo=1 if op == "conv" else 3)
         if kernel % 2 == 0:
             raise SpecError(f"{where}.kernel: must be odd, got {kernel}")
         padding = _number(d.get("padding", 0), f"{where}.padding", integer=True, lo=0, hi=kernel // 2)
         out = _number(d.get("out"), f"{where}.out", integer=True, lo=1)
-        return Layer("conv", out, kernel, padding)
+        order = d.get("order", ORDERS[0])
+        if order not in ORDERS:
+            raise SpecError(f"{where}.order: must be {' or '.join(map(repr, ORDERS))}, got {order!r}")
+        return Layer(op, out, kernel, padding, order)
     if op == "fc":
         _check_keys(d, {"op", "out"}, where)
         return Layer("fc", _number(d.get("out"), f"{where}.out", integer=True, lo=1))
@@ -325,8 +338,8 @@ class Row:
 
 
 def output_index(layers: tuple[Layer, ...]) -> int:
-    """The layer that produces the logits: the last conv or fc."""
-    return max(i for i, x in enumerate(layers) if x.op in ("conv", "fc"))
+    """The layer that produces the logits: the last conv, sep or fc."""
+    return max(i for i, x in enumerate(layers) if x.op in (*CONVS, "fc"))
 
 
 def trace(config: Config, where: str = "config") -> list[Row]:
@@ -339,7 +352,7 @@ def trace(config: Config, where: str = "config") -> list[Row]:
     for i, op in enumerate(ops):
         if (i < g and op == "fc") or (i > g and op != "fc"):
             raise SpecError(f"{where}.layers[{i}]: '{op}' cannot come {'before' if i < g else 'after'} the gap layer")
-    if "conv" not in ops[:g]:
+    if not set(CONVS) & set(ops[:g]):
         raise SpecError(f"{where}.layers: needs at least one conv before the gap layer")
     out_i = output_index(layers)
     if layers[out_i].out != CLASSES:
@@ -347,16 +360,22 @@ def trace(config: Config, where: str = "config") -> list[Row]:
             f"{where}.layers[{out_i}].out: the output layer must have {CLASSES} outputs, got {layers[out_i].out}"
         )
 
+    if layers[out_i].op in CONVS and layers[out_i].order != ORDERS[0]:
+        raise SpecError(
+            f"{where}.layers[{out_i}].order: the output layer has no BatchNorm or ReLU after it; give 'order' only "
+            "to hidden convs"
+        )
     rows, ch, size, jump, rf = [], IN_CHANNELS, IMAGE_SIZE, 1, 1
     for i, x in enumerate(layers):
         is_out = i == out_i
-        if x.op == "conv":
+        if x.op in CONVS:
             k, p, s = x.kernel, x.padding, 1
             if size + 2 * p < k:
                 raise SpecError(f"{where}.layers[{i}]: a {k}x{k} conv does not fit a {size}x{size} map")
             out_size, out_ch = size + 2 * p - k + 1, x.out
-            params = k * k * ch * out_ch + (0 if is_out else 2 * out_ch)
-            macs = k * k * ch * out_ch * out_size * out_size
+            weights = k * k * ch * out_ch if x.op == "conv" else k * k * ch + ch * out_ch  # sep: depthwise + 1x1
+            params = weights + (0 if is_out else 2 * out_ch)
+            macs = weights * out_size * out_size
         elif x.op == "pool":
             k, p, s = 2, 0, 2
             if size < 2:
@@ -403,7 +422,7 @@ RF_COLUMNS = (
     "RF in",
     "RF Out",
 )
-_OP_NAMES = {"conv": "Conv2d", "pool": "MaxPool", "gap": "GAP"}
+_OP_NAMES = {"conv": "Conv2d", "sep": "SepConv2d", "pool": "MaxPool", "gap": "GAP"}
 
 
 def rf_table(config: Config) -> list[tuple]:

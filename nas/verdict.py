@@ -129,3 +129,44 @@ def stored(study, record: str = "confirmation") -> list[Verdict]:
     """The verdicts a confirmation (or another retraining stage: its `record`, see
     nas.confirm.Settings) stored on its search study, in the order it retrained them (none: [])."""
     return [Verdict.from_dict(v) for v in study.user_attrs.get(record, {}).get("verdicts", [])]
+
+
+# --------------------------------------------------------------------------- the winner rule
+# Set before a frontier runs (docs/search.md, "Which network wins"), and tested with literal cases.
+
+
+def held_seeds(v: Verdict) -> int:
+    """How many of its seeds a configuration holds on: each of their last K epochs at the threshold."""
+    return sum(r.consistent for r in v.per_seed)
+
+
+def mean_worst(v: Verdict) -> float:
+    """The mean over seeds of each seed's worst of the last K epochs."""
+    return statistics.mean(r.min_last_k for r in v.per_seed)
+
+
+def noise(a: Verdict, b: Verdict) -> float:
+    """The seeds' noise on the difference of two mean_worst values: its standard error,
+    sqrt(s_a^2 / n_a + s_b^2 / n_b), with s the standard deviation over seeds (0 for one seed)."""
+
+    def var_of_mean(v: Verdict) -> float:
+        worst = [r.min_last_k for r in v.per_seed]
+        return (statistics.variance(worst) if len(worst) > 1 else 0.0) / len(worst)
+
+    return (var_of_mean(a) + var_of_mean(b)) ** 0.5
+
+
+def choose(candidates: list[Verdict]) -> int:
+    """The index of the winner among confirmed configurations (each with all its seeds done):
+    1. the most consistent seeds wins (3 of 5 beats 0 of 5, however close the accuracies);
+    2. among those, every configuration whose mean_worst is within the noise of the best mean_worst
+       (a difference no larger than `noise`) ties with it;
+    3. of the tied, the fewest parameters wins, then the higher mean_worst, then the first given."""
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    most = max(held_seeds(v) for v in candidates)
+    level = [i for i, v in enumerate(candidates) if held_seeds(v) == most]
+    top = max(level, key=lambda i: (mean_worst(candidates[i]), -i))
+    best = candidates[top]
+    tied = [i for i in level if mean_worst(best) - mean_worst(candidates[i]) <= noise(best, candidates[i])]
+    return min(tied, key=lambda i: (candidates[i].params, -mean_worst(candidates[i]), i))

@@ -36,7 +36,7 @@ def test_each_budget_has_its_studies_and_a_winner_on_fresh_seeds(tiny):
         assert own or f"frontier-b{w.budget}-fresh" not in names
     small, large = outcome.winners
     assert (small.study, small.winner) in large.confirmed  # the smaller budget's winner competes at 8000
-    assert frontier.holds(large.winner) >= frontier.holds(small.winner)
+    assert verdict.held_seeds(large.winner) >= verdict.held_seeds(small.winner)
     for w in outcome.winners:
         assert w.winner.params < w.budget and w.config.name == f"frontier-{w.budget}"
         assert [r.seed for r in w.winner.per_seed] == [0, 1]  # confirmation seeds
@@ -196,7 +196,8 @@ def test_a_smaller_budgets_winner_that_holds_better_wins_again_without_training(
         optuna.create_study(study_name=s.study, storage=s.storage_url)  # the report is attached to it
         attrs = {"config": config, "history": [{"eval_acc": 99.0}] * 3, "trained": True}
         trial = SimpleNamespace(number=0, state=COMPLETE, user_attrs=attrs)
-        return SimpleNamespace(study=SimpleNamespace(get_trials=lambda deepcopy: [trial]))
+        stand_in = SimpleNamespace(get_trials=lambda deepcopy: [trial], user_attrs={}, set_user_attr=lambda k, v: None)
+        return SimpleNamespace(study=stand_in)
 
     def confirm_run(s, say):
         budget = int(s.study.removeprefix("frontier-b"))

@@ -94,7 +94,7 @@ def test_the_wide_space_draws_each_dimension_only_where_it_applies():
 def test_baseline_6_is_queued_in_both_spaces_and_rebuilds_exactly(name):
     sp = space.load(name)
     config = spec.load_baseline("baseline-6")
-    params = objective.space_params(config, sp)
+    params = space.space_params(config, sp)
     study = optuna.create_study()
     study.enqueue_trial(params)
     rebuilt = space.suggest(study.ask(), sp)
@@ -110,7 +110,7 @@ def test_the_objective_is_the_worst_of_the_last_k_validation_epochs(tmp_path):
     sp = space.load("default")
     s = search.Settings(trials=1, results_dir=str(tmp_path), storage=f"sqlite:///{tmp_path}/x.db")
     study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(objective.space_params(spec.load_baseline("baseline-6"), sp))
+    study.enqueue_trial(space.space_params(spec.load_baseline("baseline-6"), sp))
 
     def fit(config, seed, on_epoch):  # validation accuracy per epoch
         for epoch, acc in enumerate([90.0, 99.5, 99.3, 99.6, 99.45], start=1):

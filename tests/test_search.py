@@ -298,7 +298,7 @@ def test_a_non_finite_loss_ends_the_trial_as_pruned_with_the_reason(tmp_path):
     sp = space.load("default")
     s = search.Settings(trials=1, results_dir=str(tmp_path), storage=f"sqlite:///{tmp_path}/x.db")
     study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(objective.space_params(spec.load_baseline("baseline-6"), sp))
+    study.enqueue_trial(space.space_params(spec.load_baseline("baseline-6"), sp))
 
     def fit(config, seed, on_epoch):  # a training run whose loss blew up in its first epoch
         on_epoch(train.Epoch(1, 0.01, 0.01, float("nan"), 0.0, float("nan"), 10.0, 1.0))
@@ -323,7 +323,7 @@ def test_queued_configurations_train_to_the_end_and_are_queued_once(tmp_path):
     assert objective._enqueue(study, sp, 8000, [config]) == ["cpu-b8000-217-onecycle"]
     assert objective._enqueue(study, sp, 8000, [config]) == []  # already queued: not again
     assert objective._enqueue(study, sp, 6000, [config]) == []  # 6,974 params: not under this budget
-    study.enqueue_trial(objective.space_params(config, sp))  # the same network, sampled rather than named
+    study.enqueue_trial(space.space_params(config, sp))  # the same network, sampled rather than named
 
     def fit(config, seed, on_epoch):
         for epoch in (1, 2, 3):

@@ -30,7 +30,7 @@ def test_smallest_model_is_a_lower_bound_of_every_sample():
 @pytest.mark.parametrize("name", ["baseline-6", "baseline-6-rf32", "baseline-6-10k", "baseline-1"])
 def test_baselines_inside_the_space_rebuild_exactly(name):
     config = spec.load_baseline(name)
-    params = objective.space_params(config, DEFAULT)
+    params = space.space_params(config, DEFAULT)
     if name == "baseline-1":  # no StepLR: outside the default space
         assert params is None
         return
@@ -180,7 +180,7 @@ def test_bounds_of_every_dimension_are_accepted(tmp_path):
 
 
 def test_unknown_space():
-    with pytest.raises(space.SpaceError, match=r"unknown space 'tiny'; known: compact, default, wide \(or give a"):
+    with pytest.raises(space.SpaceError, match=r"unknown space 'tiny'; known: compact, default, small, wide \(or give a"):
         space.load("tiny")
 
 

@@ -118,7 +118,7 @@ def test_json_round_trip(config):
 
 BAD = [
     ({"layers": []}, "config.layers: must be a non-empty list"),
-    ({"layers": [conv(10), {"op": "dense"}]}, "config.layers[1].op: must be one of conv, pool, gap, fc, got 'dense'"),
+    ({"layers": [conv(10), {"op": "dense"}]}, "config.layers[1].op: must be one of conv, sep, pool, gap, fc, got 'dense'"),
     ({"layers": [conv(-4), conv(10), {"op": "gap"}]}, "config.layers[0].out: must be >= 1, got -4"),
     ({"layers": [conv(8.5), conv(10), {"op": "gap"}]}, "config.layers[0].out: must be an integer, got 8.5"),
     ({"layers": [conv(8, kernel=2), conv(10), {"op": "gap"}]}, "config.layers[0].kernel: must be odd, got 2"),
