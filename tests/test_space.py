@@ -180,7 +180,8 @@ def test_bounds_of_every_dimension_are_accepted(tmp_path):
 
 
 def test_unknown_space():
-    with pytest.raises(space.SpaceError, match=r"unknown space 'tiny'; known: compact, default, small, wide \(or give a"):
+    known = r"unknown space 'tiny'; known: compact, default, small, wide \(or give a"
+    with pytest.raises(space.SpaceError, match=known):
         space.load("tiny")
 
 

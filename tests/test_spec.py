@@ -6,6 +6,7 @@ from dataclasses import fields
 
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 
 from nas import spec
@@ -46,6 +47,12 @@ EXTRA = [
     [conv(4, 5, 2), conv(6), {"op": "gap"}, {"op": "fc", "out": 20}, {"op": "fc", "out": 10}],
     [conv(10, 1), {"op": "gap"}],
 ]
+SEP = {"op": "sep", "out": 12, "kernel": 3, "padding": 1}
+BN_FIRST = {**conv(8, padding=1), "order": "bn-relu"}
+EXTRA += [  # depthwise-separable convs (hidden and as the class layer) and BatchNorm before ReLU
+    [conv(8, padding=1), SEP, {"op": "pool"}, {**SEP, "padding": 0, "out": 10}, {"op": "gap"}],
+    [BN_FIRST, {**SEP, "order": "bn-relu"}, {"op": "pool"}, BN_FIRST, conv(10, 1), {"op": "gap"}],
+]
 EXTRA_CONFIGS = [spec.from_dict({"layers": x, "recipe": {"dropout": 0.1}}) for x in EXTRA]
 CONFIGS = [spec.load_baseline(n) for n in spec.baseline_names()] + EXTRA_CONFIGS
 
@@ -62,8 +69,8 @@ def test_macs_and_shapes_equal_torch(config):
 
     def hook(module, inputs, output):
         if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            macs.append(output[0].numel() * module.in_channels * k)
+            k = module.kernel_size[0] * module.kernel_size[1]  # a depthwise conv reads one channel per output
+            macs.append(output[0].numel() * module.in_channels // module.groups * k)
         elif isinstance(module, nn.Linear):
             macs.append(module.in_features * module.out_features)
         if isinstance(module, (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.Flatten)):
@@ -75,11 +82,57 @@ def test_macs_and_shapes_equal_torch(config):
         out = model(torch.zeros(1, 1, 28, 28))
     assert out.shape == (1, 10)
     assert sum(macs) == spec.macs(config)
-    traced = [
-        (r.out_ch, r.out_size, r.out_size) if r.layer.op not in ("fc", "gap") else (r.out_ch,)
-        for r in spec.trace(config)
-    ]
+    traced = []
+    for r in spec.trace(config):
+        if r.layer.op == "sep":  # its depthwise conv's output first
+            traced.append((r.in_ch, r.out_size, r.out_size))
+        traced.append((r.out_ch, r.out_size, r.out_size) if r.layer.op not in ("fc", "gap") else (r.out_ch,))
     assert shapes == traced
+
+
+WOOLLY = REPO / "search_spaces" / "queued-small" / "woolly-3762.json"
+# adilsammar/woolly-of-cv's 3,762-parameter network, worked by hand: (layer, weights, BatchNorm)
+WOOLLY_PARAMS = [
+    ("conv 1->4", 9 * 1 * 4, 8), ("conv 4->4", 9 * 4 * 4, 8), ("conv 4->4", 144, 8),
+    ("conv 4->8", 9 * 4 * 8, 16), ("conv 8->8", 9 * 8 * 8, 16), ("conv 8->8", 576, 16),
+    ("conv 8->8", 576, 16), ("conv 8->8", 576, 16), ("conv 8->8", 576, 16), ("1x1 8->10", 80, 0),
+]  # fmt: skip
+WOOLLY_RF = [
+    (1, "Conv2d", 28, 3, 1, 1, 28, 1, 1, 1, 3),
+    (2, "Conv2d", 28, 3, 1, 1, 28, 1, 1, 3, 5),
+    (3, "Conv2d", 28, 3, 1, 1, 28, 1, 1, 5, 7),
+    (4, "MaxPool", 28, 2, 0, 2, 14, 1, 2, 7, 8),
+    (5, "Conv2d", 14, 3, 1, 1, 14, 2, 2, 8, 12),
+    (6, "Conv2d", 14, 3, 1, 1, 14, 2, 2, 12, 16),
+    (7, "Conv2d", 14, 3, 1, 1, 14, 2, 2, 16, 20),
+    (8, "MaxPool", 14, 2, 0, 2, 7, 2, 4, 20, 22),
+    (9, "Conv2d", 7, 3, 1, 1, 7, 4, 4, 22, 30),
+    (10, "Conv2d", 7, 3, 1, 1, 7, 4, 4, 30, 38),
+    (11, "Conv2d", 7, 3, 1, 1, 7, 4, 4, 38, 46),
+    (12, "Conv2d", 7, 1, 0, 1, 7, 4, 4, 46, 46),
+    (13, "GAP", 7, 7, 0, 1, 1, 4, 4, 46, 70),
+]
+
+
+def test_the_3762_parameter_network_is_a_config_counted_without_biases():
+    config = spec.load(WOOLLY)
+    hand = sum(w + bn for _, w, bn in WOOLLY_PARAMS)
+    assert spec.param_count(config) == hand == 3692 == count_parameters(build(config))
+    assert hand + 3 * 4 + 6 * 8 + 10 == 3762  # the published count: its nine 3x3 convs and the 1x1 carry biases
+    assert spec.rf_table(config) == WOOLLY_RF
+    model = build(config)
+    assert isinstance(model[1], nn.BatchNorm2d) and isinstance(model[2], nn.ReLU)  # conv -> BN -> ReLU
+
+
+def test_a_separable_conv_is_counted_by_hand():
+    """1 -> 8 full conv, then a separable 8 -> 12 (72 depthwise + 96 pointwise weights, 24 BN), then
+    after the pool a separable 12 -> 10 class layer (108 + 120, no BN), all padded but the last."""
+    config = EXTRA_CONFIGS[4]
+    assert [r.params for r in spec.trace(config)] == [72 + 16, 72 + 96 + 24, 0, 108 + 120, 0]
+    assert [r.macs for r in spec.trace(config)] == [72 * 784, 168 * 784, 0, 228 * 144, 0]
+    rows = spec.rf_table(config)
+    assert rows[1] == (2, "SepConv2d", 28, 3, 1, 1, 28, 1, 1, 3, 5)  # the RF of a 3x3 conv
+    assert rows[3] == (4, "SepConv2d", 14, 3, 0, 1, 12, 2, 2, 6, 10)
 
 
 def test_seed_parameter_counts():
@@ -118,13 +171,22 @@ def test_json_round_trip(config):
 
 BAD = [
     ({"layers": []}, "config.layers: must be a non-empty list"),
-    ({"layers": [conv(10), {"op": "dense"}]}, "config.layers[1].op: must be one of conv, sep, pool, gap, fc, got 'dense'"),
+    (
+        {"layers": [conv(10), {"op": "dense"}]},
+        "config.layers[1].op: must be one of conv, sep, pool, gap, fc, got 'dense'",
+    ),
     ({"layers": [conv(-4), conv(10), {"op": "gap"}]}, "config.layers[0].out: must be >= 1, got -4"),
     ({"layers": [conv(8.5), conv(10), {"op": "gap"}]}, "config.layers[0].out: must be an integer, got 8.5"),
     ({"layers": [conv(8, kernel=2), conv(10), {"op": "gap"}]}, "config.layers[0].kernel: must be odd, got 2"),
     ({"layers": [conv(8, padding=2), conv(10), {"op": "gap"}]}, "config.layers[0].padding: must be <= 1, got 2"),
     ({"layers": [conv(8), conv(12), {"op": "gap"}]}, "config.layers[1].out: the output layer must have 10 outputs"),
     ({"layers": [conv(8), conv(10)]}, "needs exactly one 'gap' layer, found 0"),
+    (
+        {"layers": [{**conv(10), "order": "bn"}, {"op": "gap"}]},
+        "config.layers[0].order: must be 'relu-bn' or 'bn-relu'",
+    ),
+    ({"layers": [{**conv(10), "order": "bn-relu"}, {"op": "gap"}]}, "config.layers[0].order: the output layer has no"),
+    ({"layers": [{**SEP, "kernel": 1}, conv(10), {"op": "gap"}]}, "config.layers[0].kernel: must be >= 3, got 1"),
     ({"layers": [conv(8), {"op": "gap"}, conv(10)]}, "config.layers[2]: 'conv' cannot come after the gap layer"),
     ({"layers": [{"op": "pool"}] * 5 + [conv(10), {"op": "gap"}]}, "config.layers[4]: cannot max-pool a 1x1 map"),
     ({"layers": [conv(10, 3, 0)] * 14 + [{"op": "gap"}]}, "config.layers[13]: a 3x3 conv does not fit a 2x2 map"),
