@@ -4,7 +4,7 @@ benchmarks/gpu.sh runs it.
 
     python benchmarks/gpu_profile.py [baseline-6] [--steps 100] [--options JSON ...]
 
-Each --options (train.train's keywords, e.g. '{"channels_last": true}') is profiled in turn.
+Each --options (train.Loop's fields, e.g. '{"channels_last": true}') is profiled in turn.
 """
 
 import argparse
@@ -18,7 +18,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("config", nargs="?", default="baseline-6")
 ap.add_argument("--steps", type=int, default=100)
 ap.add_argument("--device", default="cuda")
-ap.add_argument("--options", action="append", type=json.loads, help="train.train keywords (default: {})")
+ap.add_argument("--options", action="append", type=json.loads, help="train.Loop fields (default: {})")
 ap.add_argument("--top", type=int, default=25, help="kernels listed per profile")
 args = ap.parse_args()
 config = spec.resolve(args.config)
@@ -26,9 +26,10 @@ n = args.steps * config.recipe.batch_size
 split = data.make_split(data.load_mnist(download=False), "test", train_limit=n, device=args.device)
 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
 for options in args.options or [{}]:
-    train.train(config, split, 0, args.device, epochs=1, graphs=False, **options)  # warm-up: cuDNN's choices
+    loop = train.Loop(**{"graphs": False, **options})
+    train.train(config, split, 0, args.device, epochs=1, loop=loop)  # warm-up: cuDNN's choices
     with profile(activities=activities) as prof:
-        train.train(config, split, 0, args.device, epochs=1, graphs=False, **options)
+        train.train(config, split, 0, args.device, epochs=1, loop=loop)
     kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     total = sum(e.self_device_time_total for e in kernels)
     launches = sum(e.count for e in kernels)

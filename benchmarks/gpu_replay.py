@@ -67,7 +67,7 @@ for i, (name, options) in enumerate(VARIANTS.items()):
     torch.backends.cudnn.benchmark = options.pop("cudnn_benchmark", False)  # process-wide
     t0 = time.perf_counter()
     try:
-        _, h = train.train(config, split, 0, args.device, epochs=args.epochs, **options)
+        _, h = train.train(config, split, 0, args.device, epochs=args.epochs, loop=train.Loop(**options))
     except Exception as e:  # one broken variant must not cost the others' measurements
         print(json.dumps({"variant": name, "error": repr(e)[:300]}), flush=True)
         continue

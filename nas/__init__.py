@@ -1,13 +1,11 @@
-"""nas: discover tiny MNIST networks under a hard parameter budget."""
+"""nas: discover tiny MNIST networks under a hard parameter budget.
 
-import os
+The package root holds what every module shares and nothing that imports torch: the version and
+the two exceptions the command line turns into one line and an exit code. A model of an export or
+a replay loads with `nas.export.load_model(folder)`.
+"""
 
 __version__ = "0.1.0"
-
-# cuDNN picks convolution algorithms by its more careful heuristics (mode B), which suit these tiny
-# convolutions better (docs/performance.md). Read by torch when it first plans a convolution; a
-# value set by the user wins.
-os.environ.setdefault("TORCH_CUDNN_USE_HEURISTIC_MODE_B", "1")
 
 
 class NasError(Exception):
@@ -18,11 +16,3 @@ class NasError(Exception):
 class Interrupted(Exception):
     """A long run stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume
     (`nas` prints it and exits 130)."""
-
-
-def load_model(folder, seed=None):
-    """The network of a `nas export` folder or of a `nas replay`/`nas train` run folder (`seed`
-    picks one of its seeds), weights loaded, in eval mode (see nas.export.load_model)."""
-    from nas.export import load_model
-
-    return load_model(folder, seed)

@@ -14,6 +14,7 @@ ratios, evaluation throughput, and a scaling table of epoch time against model s
 
 from __future__ import annotations
 
+import queue
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -24,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas import data, spec, train
+from nas.files import provenance, write_csv
 from nas.model import Dropout, build
-from nas.workers import context, default_start_method
+from nas.workers import WorkerError, check_jobs, context, default_start_method, usable_cpus, worker_threads
 
 
 def reference_pipeline(
@@ -91,7 +93,8 @@ def _step(model, optimizer, x, y, device) -> None:
 
 
 def nas_loop(config: spec.Config, mnist: dict, steps: int, device="cpu", seed: int = 0, **options) -> float:
-    """Training images/s of nas's own loop: one epoch of `steps` batches (evaluation of 1 image)."""
+    """Training images/s of nas's own loop: one epoch of `steps` batches (evaluation of 1 image).
+    `options`: the fields of train.Loop."""
     n = steps * config.recipe.batch_size
     split = data.make_split(mnist, "val", train_limit=n, eval_limit=1, device=device)
     warm = replace(
@@ -99,9 +102,10 @@ def nas_loop(config: spec.Config, mnist: dict, steps: int, device="cpu", seed: i
         train_x=split.train_x[: 8 * config.recipe.batch_size],
         train_y=split.train_y[: 8 * config.recipe.batch_size],
     )
-    train.train(config, warm, seed, device, epochs=1, **options)  # warm-up: allocations, cuDNN, a graph
+    loop = train.Loop(**options)
+    train.train(config, warm, seed, device, epochs=1, loop=loop)  # warm-up: allocations, cuDNN, a graph
     t0 = time.perf_counter()
-    train.train(config, split, seed, device, epochs=1, **options)
+    train.train(config, split, seed, device, epochs=1, loop=loop)
     return n / (time.perf_counter() - t0)
 
 
@@ -131,7 +135,17 @@ def in_processes(n: int, fn, *args, threads: int | None = None) -> list:
     procs = [ctx.Process(target=_call, args=(out, threads, fn, args)) for _ in range(n)]
     for p in procs:
         p.start()
-    results = [out.get(timeout=1800) for _ in procs]
+    results = []
+    while len(results) < n:
+        try:
+            results.append(out.get(timeout=1))
+        except queue.Empty:  # a process that died (its traceback on stderr) would leave this waiting
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.kill()
+                message = f"a measuring process exited with code {dead[0]}; its error is printed above"
+                raise WorkerError(message) from None
     for p in procs:
         p.join()
     return results
@@ -148,9 +162,7 @@ def _reference_job(config_dict: dict, data_dir: str, steps: int, workers: int, s
 
 def parallel(config: spec.Config, data_dir: str, steps: int, jobs: int, device="cpu", **options) -> float:
     """Total training images/s of `jobs` processes running nas's loop at once (on the CPU, one
-    thread each; on a GPU, sharing it, the cores split between them). `options`: of train.train."""
-    from nas.workers import worker_threads
-
+    thread each; on a GPU, sharing it, the cores split between them). `options`: of train.Loop."""
     args = (config.to_dict(), data_dir, steps, str(device), options)
     return sum(in_processes(jobs, _nas_job, *args, threads=worker_threads(jobs)))
 
@@ -175,8 +187,6 @@ def scaled(config: spec.Config, target: int) -> spec.Config:
 
 def machine(device) -> dict:
     """The machine the figures were measured on (the fields of a replay's provenance)."""
-    from nas.files import provenance
-
     p = provenance(device)
     return {k: p[k] for k in ("cpu", "cores", "torch", "torch_threads", "device", "gpu", "git_commit")}
 
@@ -201,8 +211,9 @@ class Settings:
 def measure(settings: Settings, say) -> tuple[list[dict], list[dict], dict]:
     """What `nas bench` does: the side-by-side table, the scaling table, and the machine and
     settings they were measured with. `say(line)` reports progress."""
-    from nas.workers import usable_cpus
-
+    for option, processes in (("--jobs", settings.jobs), ("--workers", settings.workers)):
+        if processes is not None:
+            check_jobs(processes, option)
     device = train.resolve_device(settings.device)
     root = str(data.data_dir(settings.data_dir))
     data.load_mnist(root, download=settings.download)
@@ -295,8 +306,6 @@ def write(rows: list[dict], scaling: list[dict], meta: dict, folder: Path) -> li
     from datetime import UTC, datetime
 
     import pandas as pd
-
-    from nas.files import write_csv
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return [

@@ -1,14 +1,16 @@
 """The `nas` command line: each command parses its options, calls one library function and shows
-the result. Every expected error becomes one clear line and exit code 2; Ctrl-C, exit code 130."""
+the result. Every expected error becomes one clear line and exit code 2; Ctrl-C, exit code 130.
+Each command imports what it needs when it runs, so that `nas --help` and a bad option answer at
+once instead of after torch and Optuna have loaded."""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
 
-from nas import Interrupted, NasError, views
+from nas import Interrupted, NasError
+from nas.display import err_console, show
 from nas.options import parser
-from nas.views import show
 from nas.workers import stop_on_signals
 
 
@@ -35,7 +37,7 @@ def storage_url(args) -> str:
 
 
 def cmd_search(args) -> None:
-    from nas import search, spec
+    from nas import search, spec, views
 
     flags = {"baselines": not args.no_baselines, "confirm": not args.no_confirm, "enqueue": spec.expand(args.enqueue)}
     with views.SearchView() as view:
@@ -45,7 +47,7 @@ def cmd_search(args) -> None:
 
 
 def cmd_confirm(args) -> None:
-    from nas import confirm
+    from nas import confirm, views
 
     s = settings(confirm.Settings, args, storage=storage_url(args))
     with views.ConfirmView() as view:
@@ -53,7 +55,7 @@ def cmd_confirm(args) -> None:
 
 
 def cmd_frontier(args) -> None:
-    from nas import frontier, spec
+    from nas import frontier, spec, views
 
     s = settings(frontier.Settings, args, enqueue=spec.expand(args.enqueue))
     with views.FrontierView() as view:
@@ -88,6 +90,7 @@ def cmd_train(args) -> None:
 
 def replay(args, config, is_baseline: bool) -> None:
     from nas import replay as replays
+    from nas import views
 
     with views.ReplayView() as view:
         views.show_replay(replays.run(config, settings(replays.Settings, args), is_baseline, view))
@@ -111,7 +114,7 @@ def cmd_dashboard(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from nas import export
+    from nas import export, views
 
     views.show_export(export.run(settings(export.Settings, args)), args.out)
 
@@ -156,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from nas.display import err_console
 
     def error(text: str) -> None:
         err_console.print(text, highlight=False, markup=False, soft_wrap=True)

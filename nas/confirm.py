@@ -15,7 +15,6 @@ written as CSV.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,15 +24,13 @@ import optuna
 from optuna.trial import TrialState
 
 import nas
-from nas import NasError, data, spec, store, train, verdict
-from nas.files import write_csv
-
-RUNS = {"select": "selection", "confirm": "confirmation", "fresh": "fresh-seed"}  # a stage's runs, in messages
+from nas import NasError, data, report, spec, store, train, verdict, workers
+from nas.events import ConfirmPlanned, UnitDone
+from nas.files import RESULTS_DIR, folder_name, write_csv
 
 
 class ConfirmError(NasError, ValueError):
-    """Nothing to confirm, settings that differ from the confirmation's, or stored weights that
-    cannot be read; the message says why."""
+    """Nothing to confirm, or settings that differ from the confirmation's; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ class Settings:
     threshold: float = verdict.THRESHOLD
     epochs: int | None = None  # override (quick runs)
     train_limit: int | None = None  # quick runs
-    results_dir: str = "results"  # confirmation.csv under <study>/, each run's weights under artifacts/
+    results_dir: str = RESULTS_DIR  # confirmation.csv under <study>/, each run's weights under artifacts/
     stage: str = "confirm"  # "confirm" and "fresh": the test set; "select": the search's validation split
     trials: tuple[int, ...] = ()  # the search trials to retrain, in this order; (): the `top` best
     first_seed: int = 0  # the units' seeds: first_seed .. first_seed + seeds - 1
@@ -63,32 +60,11 @@ class Settings:
     @property
     def record(self) -> str:
         """The search study's user attribute holding this stage's verdicts."""
-        return {"confirm": "confirmation", "select": "selection", "fresh": "fresh_seeds"}[self.stage]
+        return store.STAGES[self.stage].record
 
     @property
     def artifacts(self) -> str:
-        return str(Path(self.results_dir) / "artifacts")
-
-
-@dataclass(frozen=True)
-class ConfirmPlanned:
-    stage: str
-    study: str  # the confirmation study
-    units: int  # (configuration, seed) runs in all
-    done: int  # already done before this run
-    top: int
-    seeds: int
-    train_images: int
-
-
-@dataclass(frozen=True)
-class UnitDone:
-    done: int
-    units: int
-    trial: int  # the search trial whose configuration ran
-    seed: int
-    final: float  # final test accuracy, percent
-    elapsed: float  # seconds since this run started
+        return store.artifacts_folder(self.results_dir)
 
 
 @dataclass(frozen=True)
@@ -103,9 +79,9 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
     """Queue the units not yet done, train them in `settings.jobs` worker processes, judge, store and
     write the verdicts: what `nas confirm` does. Ctrl-C keeps the finished units, writes their
     verdicts (when there are any) and raises nas.Interrupted."""
-    from nas import workers
-
     say = on_progress or (lambda event: None)
+    folder_name(settings.study, "--study")  # nothing is written before these checks pass
+    workers.check_jobs(settings.jobs)
     train.resolve_device(settings.device)
     data.load_mnist(settings.data_dir, download=settings.download)
     study, conf = open_confirm_study(settings)
@@ -128,7 +104,8 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
             settings.train_limit or (50_000 if settings.stage == "select" else 60_000),
         )
     )
-    procs = workers.start_workers(worker, settings, settings.jobs)
+    waiting = len(conf.get_trials(deepcopy=False, states=(TrialState.WAITING,)))  # what the workers can pop
+    procs = workers.start_workers(worker, settings, settings.jobs, waiting)
     t0 = time.time()
 
     def poll() -> None:
@@ -143,8 +120,8 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
         if finished():  # the runs finished so far; with none, the file of an earlier run stays as it was
             write_verdicts(settings, study, conf)
         raise nas.Interrupted(
-            f"interrupted: {len(finished())} of {len(units)} {RUNS[settings.stage]} runs are done and kept; "
-            "run the same command to resume"
+            f"interrupted: {len(finished())} of {len(units)} {store.STAGES[settings.stage].runs} runs are done and "
+            "kept; run the same command to resume"
         ) from None
     verdicts, path = write_verdicts(settings, study, conf)
     return Outcome(verdicts, path, time.time() - t0, settings)
@@ -152,8 +129,6 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None)
 
 def write_verdicts(settings: Settings, study: optuna.Study, conf: optuna.Study) -> tuple[list[verdict.Verdict], Path]:
     """Verdicts of the runs finished so far: stored on the study and written as CSV."""
-    from nas import report
-
     judged = verdicts(settings, study, conf)
     path = write_csv(
         report.confirmation_frame(judged), Path(settings.results_dir) / settings.study / f"{settings.record}.csv"
@@ -180,7 +155,7 @@ def open_confirm_study(settings: Settings) -> tuple[optuna.Study, optuna.Study]:
     study = store.load_study(settings.storage, settings.study)
     confirm = optuna.create_study(
         study_name=settings.confirm_name,
-        storage=study._storage,
+        storage=store.storage_of(study),
         direction="maximize",
         sampler=optuna.samplers.RandomSampler(),
         load_if_exists=True,
@@ -283,7 +258,7 @@ def worker(settings: Settings, threads: int | None = None) -> None:
         # a checkpoint per epoch: a unit whose worker died resumes where it stopped (on this machine)
         ckpt = Path(settings.artifacts) / "checkpoints" / f"{settings.confirm_name}-trial{n}-seed{seed}.pt"
         model, _ = train.train(config, split, seed, device, on_epoch=on_epoch, checkpoint=ckpt)
-        save_weights(trial, model, settings.artifacts)
+        store.save_weights(trial, model, settings.artifacts)
         ckpt.unlink(missing_ok=True)
         return history[-1]["eval_acc"]
 
@@ -293,45 +268,6 @@ def worker(settings: Settings, threads: int | None = None) -> None:
 
     if confirm.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         confirm.optimize(objective, callbacks=[stop_when_empty], catch=(), gc_after_trial=False)
-
-
-def artifact_store(folder: str) -> optuna.artifacts.FileSystemArtifactStore:
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    return optuna.artifacts.FileSystemArtifactStore(folder)
-
-
-def save_weights(trial: optuna.Trial, model, folder: str) -> None:
-    """The run's final state_dict (a few tens of kB) as an Optuna artifact of its trial; its id is
-    kept in the `weights` attribute, so the report and the export never train again."""
-    import torch
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pt"
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-        artifact_id = optuna.artifacts.upload_artifact(
-            artifact_store=artifact_store(folder), file_path=str(path), study_or_trial=trial
-        )
-    trial.set_user_attr("weights", artifact_id)
-
-
-def load_weights(trial: optuna.trial.FrozenTrial, folder: str) -> dict:
-    """The state_dict a confirmation run stored (loaded with weights_only=True: no pickle code)."""
-    import torch
-
-    artifact_id = trial.user_attrs.get("weights")
-    if artifact_id is None:
-        raise ConfirmError(f"confirmation run {trial.number} has no stored weights (confirmed by an older nas?)")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "weights.pt"
-        try:
-            optuna.artifacts.download_artifact(
-                artifact_store=artifact_store(folder), file_path=str(path), artifact_id=artifact_id
-            )
-        except Exception as e:
-            raise ConfirmError(
-                f"cannot read the weights of confirmation run {trial.number} from {folder}: {e}"
-            ) from None
-        return torch.load(path, weights_only=True, map_location="cpu")
 
 
 def verdicts(settings: Settings, study: optuna.Study, confirm: optuna.Study) -> list[verdict.Verdict]:

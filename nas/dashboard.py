@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from nas import NasError
+from nas import NasError, store
 
 
 class DashboardError(NasError, OSError):
@@ -13,8 +11,6 @@ class DashboardError(NasError, OSError):
 
 def page(url: str, study: str | None, host: str, port: int) -> str:
     """The dashboard's address, at `study`'s page when one is named (which must exist)."""
-    from nas import store
-
     storage = store.open_existing(url)
     address = f"http://{host}:{port}/dashboard"
     if study is None:
@@ -25,11 +21,9 @@ def page(url: str, study: str | None, host: str, port: int) -> str:
 
 def serve(url: str, results_dir: str, host: str, port: int) -> None:
     """Serve until Ctrl-C."""
-    import optuna_dashboard
+    import optuna_dashboard  # its web server: only when serving
 
-    from nas import confirm, store
-
-    artifacts = confirm.artifact_store(str(Path(results_dir) / "artifacts"))
+    artifacts = store.artifact_store(store.artifacts_folder(results_dir))
     try:
         optuna_dashboard.run_server(store.open_existing(url), host=host, port=port, artifact_store=artifacts)
     except OSError as e:

@@ -11,11 +11,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from nas import spec
+from nas.files import hms
 
 console = Console()
 if not console.is_terminal:  # logs and pipes: wide enough for the tables, not rich's 80 columns
     console = Console(width=max(console.width, 120))
 err_console = Console(stderr=True)
+say = console.print
+
+
+def show(*things) -> None:
+    """Print each table or line in turn."""
+    for thing in things:
+        say(thing)
 
 
 def _layer_name(r: spec.Row) -> str:
@@ -50,40 +58,6 @@ def rf_table(config: spec.Config) -> Table:
     for row in spec.rf_table(config):
         t.add_row(*map(str, row))
     return t
-
-
-def layers_line(config: spec.Config) -> str:
-    """The layers in one line: "3x3 conv 8 pad 1, maxpool, 3x3 conv 16, ..., global avg pool"."""
-    names = []
-    for r in spec.trace(config):
-        x = r.layer
-        if x.op in spec.CONVS:
-            kind = "conv" if x.op == "conv" else "separable conv"
-            post = " BN first" if x.order == "bn-relu" and not r.is_output else ""
-            names.append(f"{x.kernel}x{x.kernel} {kind} {x.out}" + (f" pad {x.padding}" if x.padding else "") + post)
-        else:
-            names.append({"pool": "maxpool", "gap": "global avg pool", "fc": f"linear {x.out}"}[x.op])
-    return ", ".join(names)
-
-
-def recipe_line(recipe: spec.Recipe) -> str:
-    """The recipe in one line, its rates to 3 significant digits (the config file keeps them whole)."""
-    sched = f"StepLR {recipe.step_size}/{recipe.gamma:.3g}" if recipe.step_size else "constant lr"
-    sched = sched if recipe.schedule == "step" else recipe.schedule + (" per step" if recipe.lr_per_step else "")
-    optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:.3g}"
-    if recipe.optimizer == "sgd":
-        optimizer += f" momentum {recipe.momentum:.3g}"
-    extras = [f"translate +-{recipe.translate:.3g}"] if recipe.translate else []
-    extras += [f"weight decay {recipe.weight_decay:.3g}"] if recipe.weight_decay else []
-    extras += [f"label smoothing {recipe.label_smoothing:.3g}"] if recipe.label_smoothing else []
-    extras += [f"zoom +-{recipe.scale:.3g}"] if recipe.scale else []
-    extras += [f"brightness +-{recipe.brightness:.3g}"] if recipe.brightness else []
-    extras += [f"contrast +-{recipe.contrast:.3g}"] if recipe.contrast else []
-    extras += [f"weight average (ema {recipe.ema:.4g})"] if recipe.ema else []
-    return (
-        f"{optimizer}, batch {recipe.batch_size}, {recipe.epochs} epochs, {sched}, dropout {recipe.dropout:.3g}, "
-        f"rotation +-{recipe.rotation:.3g}" + "".join(f", {x}" for x in extras)
-    )
 
 
 def baselines_table(configs: list[spec.Config]) -> Table:
@@ -216,11 +190,6 @@ def search_status(status) -> Table:
     return t
 
 
-def hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def leaderboard_table(frame, top: int = 10) -> Table:
     t = Table(title=f"leaderboard (top {min(top, len(frame))} of {len(frame)} proposals)", title_justify="left")
     cols = ["trial", "state", "baseline", "params", "macs", "rf", "value", "best_val", "final_val", "epochs", "seconds"]
@@ -240,18 +209,6 @@ def leaderboard_table(frame, top: int = 10) -> Table:
                 cells.append(str(v))
         t.add_row(*cells)
     return t
-
-
-def summary_line(summary: dict) -> str:
-    """One sentence: what the search proposed, trained and saved by pruning."""
-    x = summary
-    saved = 1 - x["epochs_trained"] / x["epochs_without_pruning"] if x["epochs_without_pruning"] else 0.0
-    return (
-        f"{x['proposed']} proposals, {x['infeasible']} infeasible ({100 * x['infeasible_share']:.0f}%, never "
-        f"trained); {x['trained']} trained: {x['completed']} completed, {x['pruned']} pruned; "
-        f"{x['epochs_trained']} of {x['epochs_without_pruning']} epochs trained ({100 * saved:.0f}% saved by "
-        f"pruning), {hms(x['train_seconds'])} of trial time summed over workers"
-    )
 
 
 class _LogLines:

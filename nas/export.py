@@ -9,14 +9,15 @@ network in plain PyTorch, the same modules in the same order, so the state_dict 
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import optuna
 import torch
+from optuna.trial import TrialState
 
-from nas import NasError, __version__, data, spec
-from nas.files import atomic
+from nas import NasError, __version__, data, spec, store, verdict
+from nas.files import RESULTS_DIR, atomic, folder_name
 from nas.model import build
 
 STANDALONE = '''"""{title}
@@ -51,17 +52,6 @@ def standalone_source(config: spec.Config, title: str) -> str:
     """model.py: each module's repr is a valid constructor call of the same module."""
     modules = "\n".join(f"        nn.{m!r}," for m in build(config))
     return STANDALONE.format(title=title, mean=data.MEAN, std=data.STD, modules=modules)
-
-
-def pick_seed(runs: dict[int, float], seed: int | None) -> int:
-    """The requested seed, or the one with the median final test accuracy (the lower of the two
-    middle ones for an even count): the exported model is typical, not lucky."""
-    if seed is not None:
-        if seed not in runs:
-            raise ExportError(f"no confirmation run with seed {seed}; seeds: {', '.join(map(str, sorted(runs)))}")
-        return seed
-    median = statistics.median_low(runs.values())
-    return min(s for s, acc in runs.items() if acc == median)
 
 
 def write(out: Path, config: spec.Config, state_dict: dict, info: dict) -> Path:
@@ -120,25 +110,20 @@ class Settings:
     rank: int = 1  # which confirmed configuration, in validation order
     seed: int | None = None  # whose weights; None: the seed with the median test accuracy
     storage: str | None = None  # None: the results folder's SQLite file
-    results_dir: str = "results"  # holds artifacts/ (the stored weights)
+    results_dir: str = RESULTS_DIR  # holds artifacts/ (the stored weights)
 
 
 def run(settings: Settings) -> dict:
     """Export the `rank`-th confirmed configuration (validation order, as confirmed) with the weights
     of one of its confirmation runs; returns what export.json says."""
-    import optuna
-    from optuna.trial import TrialState
-
-    from nas import confirm, store, verdict
-
+    folder_name(settings.study, "--study")  # it names the exported config, which names a replay's folder
     url = settings.storage or store.default_storage(settings.results_dir)
-    store.load_study(url, settings.study)  # a clear error for an unknown study or storage
-    cs = confirm.Settings(study=settings.study, storage=url, results_dir=settings.results_dir)
-    if cs.confirm_name not in optuna.get_all_study_names(store.open_storage(url)):
+    study = store.load_study(url, settings.study)  # a clear error for an unknown study or storage
+    if store.confirmation_name(settings.study) not in optuna.get_all_study_names(store.storage_of(study)):
         raise ExportError(
             f"study {settings.study!r} has no confirmation yet: run `nas confirm --study {settings.study}`"
         )
-    study, conf = confirm.open_confirm_study(cs)
+    conf = store.load_stage(study)
     confirmed = [v for v in verdict.stored(study) if v.seeds_done]
     if not 1 <= settings.rank <= len(confirmed):
         raise ExportError(
@@ -150,7 +135,7 @@ def run(settings: Settings) -> dict:
         for t in conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.user_attrs["source_trial"] == v.trial
     }
-    t = runs[pick_seed({seed: r.value for seed, r in runs.items()}, settings.seed)]
+    t = runs[verdict.pick_seed({seed: r.value for seed, r in runs.items()}, settings.seed)]
     source = study.trials[v.trial]
     config = spec.from_dict(source.user_attrs["config"])
     history = t.user_attrs["history"]
@@ -172,5 +157,5 @@ def run(settings: Settings) -> dict:
         "test_acc_per_epoch": [h["eval_acc"] for h in history],
         "nas_version": __version__,
     }
-    write(Path(settings.out), config, confirm.load_weights(t, cs.artifacts), info)
+    write(Path(settings.out), config, store.load_weights(t, store.artifacts_folder(settings.results_dir)), info)
     return info

@@ -5,16 +5,16 @@ Each function takes what it draws and a path, writes the PNG and returns the pat
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-import pandas as pd  # noqa: E402
+# pyplot picks its backend when the first figure is drawn, Agg where there is no display: the
+# backend of a notebook or a desktop importing nas stays the user's (each figure here is saved, then closed)
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+import pandas as pd
 
 from nas.files import atomic
 from nas.verdict import LAST_K, THRESHOLD
@@ -22,7 +22,6 @@ from nas.verdict import LAST_K, THRESHOLD
 
 def plain(draw):
     """Draw with matplotlib's default style: Optuna's plots switch the global style to ggplot."""
-    import functools
 
     @functools.wraps(draw)
     def wrapper(*args, **kwargs):
@@ -154,10 +153,11 @@ def misclassified(images: np.ndarray, true: np.ndarray, pred: np.ndarray, path: 
 
 # single runs published for tiny MNIST networks, for scale (no multi-seed results exist for them):
 # the reference's best, and two public networks (docs/results.md names them)
-PUBLISHED = [
-    (7826, 99.48, "reference (reported, 1 run)"),
-    (6174, 99.45, "public, 1 seed"),
-    (5854, 99.40, "public, 1 run"),
+PUBLISHED = [  # (params, lowest and highest test % reported over its last epochs, label): single runs
+    (7826, 99.48, 99.48, "reference (reported, 1 run)"),
+    (6174, 99.45, 99.45, "public, 1 seed"),
+    (5854, 99.40, 99.40, "public, 1 run"),
+    (3762, 99.41, 99.52, "adilsammar/woolly-of-cv (1 run, epochs 12-15)"),
 ]
 
 
@@ -177,9 +177,11 @@ def frontier(rows: list[dict], baselines: list[tuple[int, float, str]], path: Pa
         ax.scatter([r["params"]], [r["worst_last_k"]], marker="v", c="tab:gray", s=18)
         label = ", ".join(f"b{x['budget']}" for x in same)
         ax.annotate(label, (r["params"], r["mean"]), textcoords="offset points", xytext=(6, 6), fontsize=8)
-    for params, acc, label in PUBLISHED:
-        ax.scatter([params], [acc], marker="*", s=90, c="tab:green")
-        ax.annotate(label, (params, acc), textcoords="offset points", xytext=(6, -10), fontsize=7)
+    for params, low, high, label in PUBLISHED:
+        ax.scatter([params], [high], marker="*", s=90, c="tab:green")
+        if low < high:  # the range its last epochs span
+            ax.vlines(params, low, high, colors="tab:green", lw=1.5)
+        ax.annotate(label, (params, high), textcoords="offset points", xytext=(6, -10), fontsize=7)
     groups: list[list] = []  # points at one size within 0.02 points share a label: they would overlap
     for params, acc, label in sorted(baselines):
         if groups and groups[-1][0] == params and acc - groups[-1][1] < 0.02:

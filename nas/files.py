@@ -1,5 +1,6 @@
 """Evidence files: every result file (CSV, JSON, figures, checkpoints, exports) is written whole
-or not at all, and every run records where it came from (provenance)."""
+or not at all, every run records where it came from (provenance), and durations read the same
+everywhere (h:mm:ss)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import nas
+from nas.workers import usable_cpus
+
+RESULTS_DIR = "results"  # where a user's runs go unless --results-dir names another folder
+MAX_NAME_BYTES = 200  # of a name that becomes a folder (see plain_name)
 
 
 def atomic(path: Path, write_to: Callable[[Path], object]) -> Path:
@@ -38,6 +45,30 @@ def read_text(path: Path, what: str, form: str, error: type[Exception]) -> str:
         raise error(f"{path}: not a {form} text file (byte {e.start} is not UTF-8)") from None
 
 
+class FolderNameError(nas.NasError, ValueError):
+    """A name that becomes a folder under the results folder but is not a plain folder name."""
+
+
+def plain_name(name: str) -> bool:
+    """The one rule for a name that becomes a folder (a run's, a study's, a frontier's): one folder
+    inside the results folder. A slash or backslash would nest it or climb out ("../x"), a leading dot
+    hides it ("." and ".." are not folders of their own), a control character breaks the one-line
+    messages that name it; an empty name is the results folder itself, and a file system takes at
+    most 255 bytes a name, some of which the names made from it take (`<study>-confirm`, checkpoints)."""
+    plain = not {"/", "\\"} & set(name) and not name.startswith(".") and name.isprintable()
+    return plain and 0 < len(name.encode()) <= MAX_NAME_BYTES
+
+
+def folder_name(name: str, option: str, what: str = "a study name") -> str:
+    """`name`, given as `option`, where it enters the library; a FolderNameError unless plain_name(name)."""
+    if not plain_name(name):
+        raise FolderNameError(
+            f"{option}: {what} becomes a folder under the results folder: use a plain name (no slash, no "
+            f"leading dot, at most {MAX_NAME_BYTES} bytes), got {name!r}"
+        )
+    return name
+
+
 def write_text(path: Path, text: str) -> Path:
     return atomic(path, lambda p: p.write_text(text))
 
@@ -47,12 +78,15 @@ def write_csv(frame, path: Path) -> Path:
     return atomic(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
 
+def hms(seconds: float) -> str:
+    """A duration as h:mm:ss."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def provenance(device) -> dict:
     """The machine, versions and command behind a result."""
-    import torch
-
-    import nas
-    from nas.workers import usable_cpus
+    import torch  # only here: the schema's other users never load it
 
     cpu = platform.processor()
     try:

@@ -36,9 +36,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import optuna
+import pandas as pd
 
-from nas import NasError, confirm, display, search, space, spec, store, verdict
-from nas.files import write_csv, write_text
+from nas import NasError, confirm, figures, report, search, space, spec, store, verdict
+from nas.events import BudgetStarted
+from nas.files import RESULTS_DIR, folder_name, write_csv, write_text
 
 
 class FrontierError(NasError, ValueError):
@@ -62,7 +64,7 @@ class Settings:
     device: str = "auto"
     data_dir: str | None = None
     download: bool = True
-    results_dir: str = "results"
+    results_dir: str = RESULTS_DIR
     storage: str | None = None
     epochs: int | None = None  # quick runs
     train_limit: int | None = None
@@ -93,14 +95,6 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class BudgetStarted:
-    budget: int
-    index: int  # 1-based
-    budgets: int
-    runs_after_search: int  # the selection's, the confirmation's and the fresh seeds' runs
-
-
-@dataclass(frozen=True)
 class Winner:
     budget: int
     trials: int  # trained trials in this budget's search
@@ -118,8 +112,14 @@ class Outcome:
     winners: list[Winner]
     files: list[Path]
 
+    @property
+    def summary(self) -> list[dict]:
+        """One row per budget: its winner on fresh seeds (summary.csv's rows)."""
+        return summary_rows(self.winners)
+
 
 def check(settings: Settings) -> None:
+    folder_name(settings.name, "--name", "a frontier's name")
     if (
         not settings.budgets
         or any(b < 1 for b in settings.budgets)
@@ -276,10 +276,6 @@ def summary_rows(winners: list[Winner]) -> list[dict]:
 
 
 def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
-    import pandas as pd
-
-    from nas import figures, report
-
     out = Path(settings.results_dir) / settings.name
     confirmed = [
         {"budget": w.budget, "study": study, "winner": (study, v.trial) == (w.study, w.winner.trial), **row}
@@ -302,7 +298,7 @@ def write_report(settings: Settings, winners: list[Winner]) -> list[Path]:
     for budget in settings.budgets:
         search_settings = settings.search(budget)
         study = store.load_study(search_settings.storage_url, search_settings.study)
-        report.attach(study, shown, str(Path(settings.results_dir) / "artifacts"), record="frontier_artifacts")
+        report.attach(study, shown, store.artifacts_folder(settings.results_dir), record="frontier_artifacts")
     return files
 
 
@@ -340,7 +336,7 @@ def markdown_report(settings: Settings, winners: list[Winner], summary: list[dic
             table([confirmed_row(v, study, own, w) for study, v in w.confirmed]),
             "",
             f"The winner, trial {w.winner.trial} of `{w.study}` ({f.params:,} parameters, `nas replay "
-            f"{w.config.name}`): {display.layers_line(w.config)}; {display.recipe_line(w.config.recipe)}. "
+            f"{w.config.name}`): {spec.layers_line(w.config)}; {spec.recipe_line(w.config.recipe)}. "
             f"On fresh seeds {f.per_seed[0].seed}-{f.per_seed[-1].seed}: {f.finals_text()} "
             f"(min of the last {k} epochs {f.mins_text()}), {f.mean_std()}; consistent seeds: {held(f)}.",
         ]
@@ -348,10 +344,6 @@ def markdown_report(settings: Settings, winners: list[Winner], summary: list[dic
 
 
 def table(rows: list[dict]) -> str:
-    import pandas as pd
-
-    from nas import report
-
     return report.markdown(pd.DataFrame(rows))
 
 
@@ -388,8 +380,6 @@ def held(v: verdict.Verdict) -> str:
 def replayed_baselines(settings: Settings) -> list[tuple[int, float, str]]:
     """(params, mean final test accuracy, label) of the reference's baselines near the budgets that
     `nas replay` ran in full under this results folder, for the figure."""
-    from nas import report
-
     points = []
     for name in spec.baseline_names():
         params = spec.param_count(spec.load_baseline(name))

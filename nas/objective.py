@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, replace
 
 import optuna
 from optuna.trial import TrialState
 
 from nas import data, space, spec, train, verdict
-from nas.search import Settings, open_study
 from nas.store import counts, heartbeat_seconds, mark_owner, study_lock
+from nas.study import Settings, open_study
 
 # --------------------------------------------------------------------------- queued configurations
 
@@ -70,7 +71,7 @@ def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, spli
             config = space.suggest(trial, sp)
         except spec.SpecError as e:  # a structure that does not fit the image: as good as infeasible
             trial.set_user_attr("infeasible", f"does not fit: {e}")
-            trial.set_constraint("params_over_budget", 1.0)
+            constrain(trial, 1.0)
             raise optuna.TrialPruned("infeasible") from None
         config = replace(config, recipe=replace(config.recipe, epochs=epochs))
         n = spec.param_count(config)
@@ -79,7 +80,7 @@ def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, spli
         trial.set_user_attr("receptive_field", spec.receptive_field(config))
         trial.set_user_attr("config", config.to_dict())
         # <= 0 when feasible; TPE puts infeasible trials in its "bad" group, ranked by this
-        trial.set_constraint("params_over_budget", n - settings.budget + 1)
+        constrain(trial, n - settings.budget + 1)
         if n >= settings.budget:  # the hard budget: recorded, never trained
             trial.set_user_attr("infeasible", f"{n} params >= budget {settings.budget}")
             raise optuna.TrialPruned("infeasible")
@@ -118,6 +119,14 @@ def objective_for(study: optuna.Study, settings: Settings, sp: space.Space, spli
         return min(tail)
 
     return objective
+
+
+def constrain(trial: optuna.Trial, over: float) -> None:
+    """The trial's constraint (<= 0: feasible). A crashed trial's retry inherits its constraint, which
+    Optuna keeps and warns of: the same parameters give the same value, so the warning says nothing."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The constraint value is ignored")
+        trial.set_constraint("params_over_budget", over)
 
 
 def worker(settings: Settings, threads: int | None = None, fit_for=None) -> None:

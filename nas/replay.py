@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from nas import NasError, spec, verdict
-from nas.files import atomic, provenance, write_csv, write_text
+import pandas as pd
+import torch
+
+from nas import NasError, data, spec, store, train, verdict
+from nas.events import EpochDone, ReplayStarted, SeedDone, SeedStarted, Step
+from nas.files import RESULTS_DIR, atomic, folder_name, provenance, write_csv, write_text
 
 
 class ReplayError(NasError, ValueError):
@@ -29,39 +33,7 @@ class Settings:
     device: str = "auto"
     data_dir: str | None = None
     download: bool = True
-    results_dir: str = "results"
-
-
-# --------------------------------------------------------------------------- progress events
-
-
-@dataclass(frozen=True)
-class ReplayStarted:
-    config: spec.Config
-    device: str
-    folder: Path
-
-
-@dataclass(frozen=True)
-class SeedStarted:
-    seed: int
-    steps: int  # optimizer steps of the whole run
-
-
-@dataclass(frozen=True)
-class Step:
-    pass
-
-
-@dataclass(frozen=True)
-class EpochDone:
-    seed: int
-    epoch: object  # nas.train.Epoch
-
-
-@dataclass(frozen=True)
-class SeedDone:
-    verdict: verdict.SeedVerdict
+    results_dir: str = RESULTS_DIR
 
 
 @dataclass(frozen=True)
@@ -96,8 +68,6 @@ def run(
     """Train `config` once per seed; after every seed write run.json, history.csv, config.json and
     the seed's final weights (weights-seed{N}.pt, a state_dict of nas.model.build(config.json)),
     so an interrupted replay keeps the seeds it finished and a folder is never half a run."""
-    from nas import data, train
-
     say = on_progress or (lambda event: None)
     if not 0 < settings.threshold <= 100:  # NaN fails this too
         raise ReplayError(f"--threshold must be a test accuracy in percent (0-100], got {settings.threshold}")
@@ -114,11 +84,6 @@ def run(
 
 
 def _replay(config: spec.Config, settings: Settings, device, mnist: dict, out: Path, say) -> list[verdict.SeedVerdict]:
-    import pandas as pd
-    import torch
-
-    from nas import data, train
-
     split = data.make_split(mnist, evaluate_on="test", train_limit=settings.train_limit, device=device)
     n_epochs = settings.epochs or config.recipe.epochs
     steps = train.steps_per_epoch(len(split.train_y), config.recipe.batch_size) * n_epochs
@@ -166,10 +131,7 @@ def _replay(config: spec.Config, settings: Settings, device, mnist: dict, out: P
 
 def trial_config(storage: str, study_name: str, number: int) -> spec.Config:
     """The config of trial `number` of a study, named "<study>-trial-<number>" (`nas train --trial`)."""
-    from dataclasses import replace
-
-    from nas import store
-
+    folder_name(study_name, "--study")  # the config's name names the run's folder
     study = store.load_study(storage, study_name)
     trials = {t.number: t for t in study.get_trials(deepcopy=False) if "config" in t.user_attrs}
     if number not in trials:

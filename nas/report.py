@@ -3,6 +3,8 @@ the stored weights, runs inference for the pick's figures, and never trains."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +13,16 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from nas import verdict
-from nas.files import write_csv, write_text
+from nas import data, figures, spec, store, verdict
+from nas.files import RESULTS_DIR, folder_name, hms, write_csv, write_text
+from nas.model import build
 
 
 @dataclass(frozen=True)
 class Settings:
     study: str
     storage: str | None = None  # None: the results folder's SQLite file
-    results_dir: str = "results"  # writes <results_dir>/<study>/; reads artifacts/ and baselines/
+    results_dir: str = RESULTS_DIR  # writes <results_dir>/<study>/; reads artifacts/ and baselines/
     data_dir: str | None = None
     download: bool = True
 
@@ -32,11 +35,10 @@ class Outcome:
 
 def run(settings: Settings) -> Outcome:
     """Write the study's report and attach it to the study (artifacts and its dashboard note)."""
-    from nas import data, store
-
+    folder_name(settings.study, "--study")  # its report's folder
     study = store.load_study(settings.storage or store.default_storage(settings.results_dir), settings.study)
     mnist = data.load_mnist(settings.data_dir, download=settings.download)
-    artifacts = str(Path(settings.results_dir) / "artifacts")
+    artifacts = store.artifacts_folder(settings.results_dir)
     files, note = write_report(study, Path(settings.results_dir), artifacts, mnist)
     uploaded = attach(study, [p for p in files if p.suffix in (".png", ".md", ".json")], artifacts, note)
     return Outcome(files, uploaded)
@@ -102,6 +104,18 @@ def summary(study: optuna.Study) -> dict:
     }
 
 
+def summary_line(summary: dict) -> str:
+    """The summary in one sentence: what the search proposed, trained and saved by pruning."""
+    x = summary
+    saved = 1 - x["epochs_trained"] / x["epochs_without_pruning"] if x["epochs_without_pruning"] else 0.0
+    return (
+        f"{x['proposed']} proposals, {x['infeasible']} infeasible ({100 * x['infeasible_share']:.0f}%, never "
+        f"trained); {x['trained']} trained: {x['completed']} completed, {x['pruned']} pruned; "
+        f"{x['epochs_trained']} of {x['epochs_without_pruning']} epochs trained ({100 * saved:.0f}% saved by "
+        f"pruning), {hms(x['train_seconds'])} of trial time summed over workers"
+    )
+
+
 def write_leaderboard(study: optuna.Study, path: Path) -> tuple[pd.DataFrame, Path]:
     frame = leaderboard(study)
     return frame, write_csv(frame, path)
@@ -132,8 +146,6 @@ def confirmation_frame(verdicts: list[verdict.Verdict]) -> pd.DataFrame:
 
 def replayed(results_dir: Path, name: str) -> dict | None:
     """The latest committed replay of a baseline: seeds, mean final and best test accuracy."""
-    import json
-
     runs = sorted((results_dir / "baselines" / name).glob("*/run.json"))
     if not runs:
         return None
@@ -150,8 +162,6 @@ def replayed(results_dir: Path, name: str) -> dict | None:
 
 def baselines_frame(study: optuna.Study, results_dir: Path) -> pd.DataFrame:
     """The reference baselines: the reference's reported numbers, our replays, and their trial in this study."""
-    from nas import spec
-
     in_study = {
         t.user_attrs.get("baseline"): t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")
     }
@@ -218,8 +228,6 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     """Everything `nas report` writes to results/<study>/: leaderboard.csv, summary.md and the
     figures; and the dashboard note (the summary up to the baselines). Reads the storage and the
     stored weights; never trains."""
-    from nas import display, figures, spec, store
-
     out = results_dir / study.study_name
     ident = study.user_attrs.get("identity", {})
     budget = ident.get("budget", 8000)
@@ -238,8 +246,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
     verdicts = [v for v in verdict.stored(study) if v.seeds_done]
     best = None
     if verdicts:
-        conf = optuna.load_study(study_name=store.confirmation_name(study.study_name), storage=study._storage)
-        runs = confirmation_runs(conf)
+        runs = confirmation_runs(store.load_stage(study))
         curves = {
             f"trial {v.trial} ({v.params:,} params)": [
                 [h["eval_acc"] for h in runs[(v.trial, r.seed)].user_attrs["history"]] for r in v.per_seed
@@ -261,7 +268,7 @@ def write_report(study: optuna.Study, results_dir: Path, artifacts: str, mnist: 
         + ", ".join(f"{k} {settings[k]}" for k in shown if settings.get(k) is not None)
         + f"; nas {study.user_attrs.get('nas_version')}.",
         "",
-        display.summary_line(counts),
+        summary_line(counts),
         "",
         "## Top configurations, confirmed on the test set",
         "",
@@ -339,13 +346,10 @@ def best_model_figures(study, best: verdict.Verdict, runs: dict, artifacts: str,
     import numpy as np
     import torch
 
-    from nas import confirm, data, export, figures, spec
-    from nas.model import build
-
-    seed = export.pick_seed({r.seed: r.final for r in best.per_seed}, None)
+    seed = verdict.pick_seed({r.seed: r.final for r in best.per_seed})
     config = spec.from_dict(study.trials[best.trial].user_attrs["config"])
     model = build(config)
-    model.load_state_dict(confirm.load_weights(runs[(best.trial, seed)], artifacts))
+    model.load_state_dict(store.load_weights(runs[(best.trial, seed)], artifacts))
     split = data.make_split(mnist, "test")
     with torch.inference_mode():
         pred = torch.cat([model.eval()(x).argmax(1) for x in split.eval_x.split(2000)]).numpy()
@@ -370,13 +374,9 @@ def attach(
     changed since the last upload is written over its artifact (same id: the dashboard lists each
     file once; the ids are kept in the study's `record` attribute); returns how many files were
     uploaded or rewritten."""
-    import hashlib
+    import optuna_dashboard  # its web server's imports: only when a report is attached
 
-    import optuna_dashboard
-
-    from nas import confirm
-
-    store = confirm.artifact_store(artifacts)
+    artifact_store = store.artifact_store(artifacts)
     known = dict(study.user_attrs.get(record, {}))
     uploaded = 0
     for path in files:
@@ -386,10 +386,10 @@ def attach(
         if path.name in known:
             artifact_id = known[path.name]["artifact_id"]
             with path.open("rb") as body:
-                store.write(artifact_id, body)
+                artifact_store.write(artifact_id, body)
         else:
             artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=store, file_path=str(path), study_or_trial=study
+                artifact_store=artifact_store, file_path=str(path), study_or_trial=study
             )
         known[path.name] = {"sha256": digest, "artifact_id": artifact_id}
         uploaded += 1
@@ -401,8 +401,6 @@ def attach(
 
 def compact_json(config) -> str:
     """The config as JSON with one line per layer: short enough to read in a report."""
-    import json
-
     d = config.to_dict()
     layers = ",\n".join(f"    {json.dumps(x)}" for x in d["layers"])
     name, recipe = json.dumps(d["name"]), json.dumps(d["recipe"])

@@ -2,7 +2,8 @@
 
 A config is a list of layers (the network) and a recipe (how to train it). From a config alone,
 with plain arithmetic and no torch, come its exact trainable-parameter count, its multiply-
-accumulates per image, a per-layer summary and the receptive-field table in the reference's columns.
+accumulates per image, a per-layer summary, the receptive-field table in the reference's columns,
+and the one-line descriptions reports print (`layers_line`, `recipe_line`).
 
 Conventions (fixed once, used by baselines, trials, replays and exports alike):
 - a conv has no bias; every conv but the output layer is followed by ReLU, BatchNorm, Dropout
@@ -26,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from nas import NasError
-from nas.files import read_text
+from nas.files import MAX_NAME_BYTES, plain_name, read_text
 
 IMAGE_SIZE = 28  # MNIST: 1 x 28 x 28
 IN_CHANNELS = 1
@@ -34,6 +35,12 @@ CLASSES = 10
 OPS = ("conv", "sep", "pool", "gap", "fc")
 CONVS = ("conv", "sep")  # the ops with a kernel, padding, width and the block after them
 ORDERS = ("relu-bn", "bn-relu")  # the block after a hidden conv: ReLU then BatchNorm, or the reverse
+# the largest finite 32-bit float (numpy.finfo(numpy.float32).max, written out: the schema loads
+# neither numpy nor torch): the trainer's tensors are float32, where a larger number is inf
+FLOAT32_MAX = 3.4028234663852886e38
+# counts that become memory or time, bounded where a config enters: a layer's channels (a batch of
+# 128 maps of 1,024 channels at 28x28 is 400 MB), a batch (the 60,000 training images at most), epochs
+MAX_WIDTH, MAX_BATCH, MAX_EPOCHS = 1024, 60_000, 1000
 
 
 class SpecError(NasError, ValueError):
@@ -129,13 +136,15 @@ def _check_keys(d: object, allowed: set[str], where: str) -> dict:
 
 
 def _number(value, where: str, *, integer=False, lo=None, hi=None, lo_open=False, hi_open=False):
-    """Every number of a config passes here: its type, then finiteness, then its range."""
+    """Every number of a config passes here: its type, then finiteness (in float32 too), then its range."""
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         kind = "an integer" if integer else "a number"
         raise SpecError(f"{where}: must be {kind}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):  # json reads NaN, Infinity, -Infinity
         raise SpecError(f"{where}: must be a finite number, got {value!r}")
+    if not integer and abs(value) > FLOAT32_MAX:
+        raise SpecError(f"{where}: must fit a 32-bit float (at most {FLOAT32_MAX:.2g}), got {value!r}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise SpecError(f"{where}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
     if hi is not None and (value >= hi if hi_open else value > hi):
@@ -155,14 +164,14 @@ def _layer(d: object, where: str) -> Layer:
         if kernel % 2 == 0:
             raise SpecError(f"{where}.kernel: must be odd, got {kernel}")
         padding = _number(d.get("padding", 0), f"{where}.padding", integer=True, lo=0, hi=kernel // 2)
-        out = _number(d.get("out"), f"{where}.out", integer=True, lo=1)
+        out = _number(d.get("out"), f"{where}.out", integer=True, lo=1, hi=MAX_WIDTH)
         order = d.get("order", ORDERS[0])
         if order not in ORDERS:
             raise SpecError(f"{where}.order: must be {' or '.join(map(repr, ORDERS))}, got {order!r}")
         return Layer(op, out, kernel, padding, order)
     if op == "fc":
         _check_keys(d, {"op", "out"}, where)
-        return Layer("fc", _number(d.get("out"), f"{where}.out", integer=True, lo=1))
+        return Layer("fc", _number(d.get("out"), f"{where}.out", integer=True, lo=1, hi=MAX_WIDTH))
     _check_keys(d, {"op"}, where)
     return Layer(op)
 
@@ -172,9 +181,9 @@ RECIPE_RANGES = {
     "lr": {"lo": 0, "lo_open": True},
     "momentum": {"lo": 0, "hi": 1, "hi_open": True},
     "weight_decay": {"lo": 0},
-    "batch_size": {"lo": 1},
-    "epochs": {"lo": 1},
-    "step_size": {"lo": 1},
+    "batch_size": {"lo": 1, "hi": MAX_BATCH},
+    "epochs": {"lo": 1, "hi": MAX_EPOCHS},
+    "step_size": {"lo": 1, "hi": MAX_EPOCHS},
     "gamma": {"lo": 0, "hi": 1, "lo_open": True},
     "dropout": {"lo": 0, "hi": 1, "hi_open": True},
     "rotation": {"lo": 0, "hi": 180},
@@ -234,10 +243,13 @@ def _text(value: object, where: str) -> str:
 
 
 def _name(value: object, where: str) -> str:
-    """A config's name names its run folder (results/runs/<name>/): one plain folder name."""
+    """A config's name names its run folder (results/runs/<name>/): a plain folder name, or "" for none."""
     name = _text(value, where)
-    if "/" in name or "\\" in name or name.startswith(".") or not name.isprintable():
-        raise SpecError(f"{where}: must be a plain folder name (no slash, no leading dot), got {name!r}")
+    if name and not plain_name(name):
+        raise SpecError(
+            f"{where}: must be a plain folder name (no slash, no leading dot, at most {MAX_NAME_BYTES} bytes), "
+            f"got {name!r}"
+        )
     return name
 
 
@@ -267,6 +279,8 @@ def load(path: str | Path) -> Config:
         d = json.loads(text)
     except json.JSONDecodeError as e:
         raise SpecError(f"{path}: line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise SpecError(f"{path}: invalid JSON: {e}") from None
     config = from_dict(d, where=str(path))
     return config if config.name else replace(config, name=path.stem)
 
@@ -444,3 +458,40 @@ def rf_table(config: Config) -> list[tuple]:
         )
         for n, r in enumerate(spatial, start=1)
     ]
+
+
+# --------------------------------------------------------------------------- a config in words
+
+
+def layers_line(config: Config) -> str:
+    """The layers in one line: "3x3 conv 8 pad 1, maxpool, 3x3 conv 16, ..., global avg pool"."""
+    names = []
+    for r in trace(config):
+        x = r.layer
+        if x.op in CONVS:
+            kind = "conv" if x.op == "conv" else "separable conv"
+            post = " BN first" if x.order == "bn-relu" and not r.is_output else ""
+            names.append(f"{x.kernel}x{x.kernel} {kind} {x.out}" + (f" pad {x.padding}" if x.padding else "") + post)
+        else:
+            names.append({"pool": "maxpool", "gap": "global avg pool", "fc": f"linear {x.out}"}[x.op])
+    return ", ".join(names)
+
+
+def recipe_line(recipe: Recipe) -> str:
+    """The recipe in one line, its rates to 3 significant digits (the config file keeps them whole)."""
+    sched = f"StepLR {recipe.step_size}/{recipe.gamma:.3g}" if recipe.step_size else "constant lr"
+    sched = sched if recipe.schedule == "step" else recipe.schedule + (" per step" if recipe.lr_per_step else "")
+    optimizer = f"{recipe.optimizer}{' nesterov' if recipe.nesterov else ''} lr {recipe.lr:.3g}"
+    if recipe.optimizer == "sgd":
+        optimizer += f" momentum {recipe.momentum:.3g}"
+    extras = [f"translate +-{recipe.translate:.3g}"] if recipe.translate else []
+    extras += [f"weight decay {recipe.weight_decay:.3g}"] if recipe.weight_decay else []
+    extras += [f"label smoothing {recipe.label_smoothing:.3g}"] if recipe.label_smoothing else []
+    extras += [f"zoom +-{recipe.scale:.3g}"] if recipe.scale else []
+    extras += [f"brightness +-{recipe.brightness:.3g}"] if recipe.brightness else []
+    extras += [f"contrast +-{recipe.contrast:.3g}"] if recipe.contrast else []
+    extras += [f"weight average (ema {recipe.ema:.4g})"] if recipe.ema else []
+    return (
+        f"{optimizer}, batch {recipe.batch_size}, {recipe.epochs} epochs, {sched}, dropout {recipe.dropout:.3g}, "
+        f"rotation +-{recipe.rotation:.3g}" + "".join(f", {x}" for x in extras)
+    )

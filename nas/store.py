@@ -1,6 +1,8 @@
 """The study's storage: Optuna's RDB storage with heartbeats (a SQLite file on one machine,
 PostgreSQL across machines), the lock every worker takes to count-then-write, failing the trials
-of dead workers, and finding, listing and renaming studies. Knows nothing of training.
+of dead workers, the retraining stages' studies, the trained weights as Optuna artifacts, and
+finding, listing and renaming studies. Knows nothing of training. The one module that reaches into
+Optuna's private API, each access in one function (`storage_of`, `trial_id`, `_rdb`).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import tempfile
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -18,10 +21,9 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
-from nas import NasError
+from nas import NasError, verdict
+from nas.files import folder_name
 from nas.workers import alive
-
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat
 
 
 class StorageError(NasError, ValueError):
@@ -36,7 +38,9 @@ def default_storage(results_dir: str) -> str:
 HEARTBEAT_VAR = "NAS_HEARTBEAT_SECONDS"  # the workers' heartbeat; a silent worker's trial fails after 4x
 
 
-RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)  # a failed trial is re-queued, twice at most
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
+    RETRY = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)  # a failed trial is re-queued, twice at most
 
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
@@ -50,13 +54,15 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=beat,
-            grace_period=4 * beat,
-            heartbeat_stale_trial_callback=RETRY,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are experimental
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=kwargs,
+                heartbeat_interval=beat,
+                grace_period=4 * beat,
+                heartbeat_stale_trial_callback=RETRY,
+            )
     except Exception as e:  # malformed URL, missing driver, unreachable server
         raise StorageError(f"cannot open storage {mask(url)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     if sqlite:
@@ -95,8 +101,22 @@ def mask(url: str) -> str:
     return url
 
 
-# the studies that retrain a search's configurations (nas.confirm), named "<search>-<stage>"
-STAGES = ("confirm", "select", "fresh")
+@dataclass(frozen=True)
+class Stage:
+    """A stage that retrains a search's configurations (nas.confirm): its runs are the trials of
+    the study "<search>-<stage>", its verdicts the search study's attribute `record`."""
+
+    record: str  # the search study's user attribute holding the stage's verdicts
+    runs: str  # what its runs are called in messages
+    title: str  # what the progress calls the stage
+    evaluated_on: str  # where each epoch is judged
+
+
+STAGES = {
+    "confirm": Stage("confirmation", "confirmation", "confirmation", "test set"),
+    "select": Stage("selection", "selection", "selection on validation", "validation split"),
+    "fresh": Stage("fresh_seeds", "fresh-seed", "fresh seeds", "test set"),
+}
 
 
 def confirmation_name(name: str, stage: str = "confirm") -> str:
@@ -153,6 +173,29 @@ def rename_study(url: str, pairs: list[tuple[str, str]]) -> None:
         optuna.delete_study(study_name=o, storage=storage)
 
 
+# --------------------------------------------------------------------------- Optuna's private API, one access each
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study was opened on (Optuna keeps no public handle to it)."""
+    return study._storage
+
+
+def trial_id(trial: optuna.trial.FrozenTrial) -> int:
+    """A trial's id in its storage, which the storage's own methods take (not its number)."""
+    return trial._trial_id
+
+
+def _rdb(storage) -> optuna.storages.RDBStorage:
+    """The RDB storage under Optuna's caching wrapper."""
+    return storage if isinstance(storage, optuna.storages.RDBStorage) else storage._backend
+
+
+def load_stage(study: optuna.Study, stage: str = "confirm") -> optuna.Study:
+    """The study of `study`'s retraining stage, in the same storage (it must exist)."""
+    return optuna.load_study(study_name=confirmation_name(study.study_name, stage), storage=storage_of(study))
+
+
 @contextmanager
 def study_lock(study: optuna.Study, url: str, folder: str):
     """Count-then-write, atomically across every worker of `study` (claiming a training slot,
@@ -160,7 +203,7 @@ def study_lock(study: optuna.Study, url: str, folder: str):
     on any machine; the server releases it if a worker dies), otherwise under a lock file in
     `folder` (one machine: the only way to share a SQLite file)."""
     if url.startswith("postgresql"):
-        with _rdb(study._storage).engine.begin() as connection:
+        with _rdb(storage_of(study)).engine.begin() as connection:
             key = zlib.crc32(f"nas {study.study_name}".encode())
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({key})")
             yield
@@ -175,11 +218,6 @@ def study_lock(study: optuna.Study, url: str, folder: str):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _rdb(storage) -> optuna.storages.RDBStorage:
-    """The RDB storage under Optuna's caching wrapper."""
-    return storage if isinstance(storage, optuna.storages.RDBStorage) else storage._backend
-
-
 def fail_dead_local_trials(study: optuna.Study) -> list[int]:
     """RUNNING trials started on this machine by a process that no longer exists (killed):
     fail them now, not after the heartbeat's grace period, and re-queue them."""
@@ -189,11 +227,12 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
         if t.user_attrs.get("owner_trial", t.number) != t.number:
             continue  # a retry just popped: host and pid are its crashed original's until mark_owner
         if t.user_attrs.get("host") == host and pid and not alive(pid):
+            storage = storage_of(study)
             try:  # the storage changes a RUNNING trial's state for one caller only
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue  # another process (or the heartbeat) failed and re-queued it first
-            RETRY(study, study._storage.get_trial(t._trial_id))
+            RETRY(study, storage.get_trial(trial_id(t)))
             failed.append(t.number)
     return failed
 
@@ -229,6 +268,58 @@ def counts(study: optuna.Study) -> dict:
     }
 
 
+# --------------------------------------------------------------------------- trained weights
+
+
+def artifacts_folder(results_dir: str | Path) -> str:
+    """Where a results folder keeps its artifacts (optuna-dashboard's --artifact-dir)."""
+    return str(Path(results_dir) / "artifacts")
+
+
+def artifact_store(folder: str) -> optuna.artifacts.FileSystemArtifactStore:
+    """The folder of a results directory's artifacts: trained weights and report files."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return optuna.artifacts.FileSystemArtifactStore(folder)
+
+
+class WeightsError(NasError, ValueError):
+    """Stored weights that cannot be read; the message says why."""
+
+
+def save_weights(trial: optuna.Trial, model, folder: str) -> None:
+    """A run's final state_dict (a few tens of kB) as an Optuna artifact of its trial; its id is
+    kept in the `weights` attribute, so the report and the export never train again."""
+    import torch  # the storage itself never needs it: only here, where weights are written
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pt"
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=artifact_store(folder), file_path=str(path), study_or_trial=trial
+        )
+    trial.set_user_attr("weights", artifact_id)
+
+
+def load_weights(trial: optuna.trial.FrozenTrial, folder: str) -> dict:
+    """The state_dict a retraining run stored (loaded with weights_only=True: no pickle code)."""
+    import torch
+
+    artifact_id = trial.user_attrs.get("weights")
+    if artifact_id is None:
+        raise WeightsError(f"confirmation run {trial.number} has no stored weights (confirmed by an older nas?)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "weights.pt"
+        try:
+            optuna.artifacts.download_artifact(
+                artifact_store=artifact_store(folder), file_path=str(path), artifact_id=artifact_id
+            )
+        except Exception as e:
+            raise WeightsError(
+                f"cannot read the weights of confirmation run {trial.number} from {folder}: {e}"
+            ) from None
+        return torch.load(path, weights_only=True, map_location="cpu")
+
+
 # --------------------------------------------------------------------------- nas studies
 
 
@@ -256,8 +347,6 @@ class StudyRow:
 
 def study_rows(url: str) -> list[StudyRow]:
     """The search studies of a storage (confirmations are shown on their search's row)."""
-    from nas import verdict
-
     storage = open_existing(url)
     summaries = optuna.get_all_study_summaries(storage, include_best_trial=True)
     names = [x.study_name for x in summaries]
@@ -315,6 +404,8 @@ def delete_study(url: str, name: str) -> list[str]:
 
 def rename(url: str, old: str, new: str, results_dir: Path) -> list[str]:
     """Rename a study with its confirmation, and move its results folder; returns what was done."""
+    for name in (old, new):  # both name a folder that moves
+        folder_name(name, "--rename")
     open_existing(url)
     pairs = rename_plan(url, old, new)
     folder, target = results_dir / old, results_dir / new

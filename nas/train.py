@@ -41,7 +41,7 @@ class History:
     seed: int
     device: str
     eval_name: str
-    loop: dict = field(default_factory=dict)  # how it trained: train()'s resolved options
+    loop: dict = field(default_factory=dict)  # how it trained: the resolved Loop (Loop.to_dict)
     epochs: list[Epoch] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -52,14 +52,16 @@ ROTATE_CHUNK = 16384  # images rotated at once by `epoch_rotation`
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """ "auto": CUDA if present, else Apple's MPS, else the CPU; otherwise the named device."""
+    """ "auto": CUDA if present, else Apple's MPS, else the CPU; otherwise the named device.
+    Training on CUDA, cuDNN picks convolution algorithms by its more careful heuristics (mode B),
+    which suit these tiny convolutions better (docs/performance.md): torch reads the variable when
+    it first plans a convolution, after this; a value the user set wins."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        os.environ.setdefault("TORCH_CUDNN_USE_HEURISTIC_MODE_B", "1")
+    return device
 
 
 @functools.cache
@@ -99,23 +101,67 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def graphs_for(device: torch.device, graphs: bool | None) -> bool:
-    if graphs and device.type != "cuda":
-        raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
-    return device.type == "cuda" if graphs is None else graphs
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
 
 
-def fused_for(
-    device: torch.device, fused: bool | None, graphs: bool, compiled: bool, bf16: bool, channels_last: bool
-) -> bool:
-    """None = on CUDA where Triton is installed, in CUDA graphs only (eager, Triton's launches cost
-    more than the kernels save: docs/performance.md), unless an option the kernels do not serve is
-    asked for: torch.compile, bf16 autocast (they take float32) or channels_last (they read NCHW),
-    or the environment says NAS_FUSED=0 (the way back to cuDNN's BatchNorm from any nas command)."""
-    if fused is not None:
-        return fused
-    plain = graphs and not (compiled or bf16 or channels_last) and os.environ.get("NAS_FUSED") != "0"
-    return device.type == "cuda" and plain and importlib.util.find_spec("triton") is not None
+@dataclass(frozen=True)
+class Loop:
+    """How the hot loop runs, which leaves what it computes unchanged (CPU results are the same
+    bit for bit whatever the GPU options say). None: decided by the device (`resolve`);
+    docs/performance.md has the figures behind each default."""
+
+    graphs: bool | None = None  # replay each step as a CUDA graph (nas.graphs); None = on CUDA
+    # every ReLU -> BatchNorm -> Dropout block as Triton kernels (nas.fused), a CUDA option (off CUDA
+    # only under Triton's interpreter, TRITON_INTERPRET=1, as the tests run it); None = see `resolve`
+    fused: bool | None = None
+    compiled: bool = False  # the training forward pass through torch.compile (inductor, torch's random
+    # numbers kept: dropout draws as in eager mode); its compile time outweighs its gain for a search's
+    # many short-lived architectures
+    bf16: bool = False  # autocast the forward pass to bfloat16 (a GPU option)
+    # NHWC memory layout for model and batches; None = on a CPU running one torch thread (a `--jobs`
+    # worker), where it is faster, and not on two threads, where BatchNorm's NHWC kernel scales badly
+    channels_last: bool | None = None
+    # rotate every training image once at the start of each epoch (a few large kernels; each image
+    # still gets a fresh angle per epoch) instead of each batch inside the step (some 18 small kernels
+    # a step); None = on CUDA, where the step's kernels set the pace; on the CPU the per-batch path
+    # keeps recorded runs reproducible
+    epoch_rotation: bool | None = None
+
+    def resolve(self, device: torch.device) -> Loop:
+        """Every option decided for `device`. Fused: on CUDA where Triton is installed, in CUDA graphs
+        only (eager, Triton's launches cost more than the kernels save), unless an option the kernels
+        do not serve is asked for: torch.compile, bf16 autocast (they take float32) or channels_last
+        (they read NCHW), or the environment says NAS_FUSED=0 (the way back to cuDNN's BatchNorm from
+        any nas command)."""
+        if self.graphs and device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device, not {device}")
+        graphs = device.type == "cuda" if self.graphs is None else self.graphs
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cpu" and torch.get_num_threads() == 1
+        fused = self.fused
+        if fused is None:
+            plain = graphs and not (self.compiled or self.bf16 or channels_last) and os.environ.get("NAS_FUSED") != "0"
+            fused = device.type == "cuda" and plain and triton_installed()
+        if fused:
+            if self.compiled:
+                raise ValueError("choose one of fused and compiled")
+            if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+                raise ValueError(f"fused kernels (Triton) need a CUDA device, not {device}")
+        rotation = device.type == "cuda" if self.epoch_rotation is None else self.epoch_rotation
+        return Loop(graphs, fused, self.compiled, self.bf16, channels_last, rotation)
+
+    def to_dict(self) -> dict:
+        """As a run's history records it."""
+        return {
+            "cuda_graphs": self.graphs,
+            "fused": self.fused,
+            "channels_last": self.channels_last,
+            "bf16": self.bf16,
+            "compiled": self.compiled,
+            "epoch_rotation": self.epoch_rotation,
+        }
 
 
 def make_optimizer(
@@ -226,75 +272,38 @@ def train(
     on_epoch: Callable[[Epoch], None] | None = None,
     on_step: Callable[[], None] | None = None,
     epochs: int | None = None,
-    channels_last: bool | None = None,
     checkpoint: Path | None = None,
-    graphs: bool | None = None,
-    bf16: bool = False,
-    compiled: bool = False,
-    epoch_rotation: bool | None = None,
-    fused: bool | None = None,
+    loop: Loop = Loop(),
 ) -> tuple[torch.nn.Module, History]:
     """Train `config` on split.train_* and evaluate on split.eval_* after every epoch.
     `epochs` overrides the recipe's (the lr schedule still follows the recipe).
-    `channels_last`: NHWC memory layout for model and batches; None = on a CPU running one torch
-    thread (a `--jobs` worker), where it is faster, and not on two threads, where BatchNorm's NHWC
-    kernel scales badly (`nas bench` measures both).
     `checkpoint`: a file written after every epoch (weights, optimizer, schedule, random states,
     history); when it exists, training resumes after its last epoch and ends exactly as an
     uninterrupted run would. `on_epoch` sees every epoch, the restored ones included.
-    `graphs`: replay the step as a CUDA graph (nas.graphs); None = yes on CUDA. `bf16`: autocast
-    the forward pass to bfloat16 (a GPU option). `compiled`: the training forward pass through
-    torch.compile (inductor, torch's random numbers kept: dropout draws as in eager mode); its
-    compile time outweighs its gain for a search's many short-lived architectures.
-    `epoch_rotation`: rotate every training image once at the start of each epoch (a few large
-    kernels; each image still gets a fresh angle per epoch) instead of each batch inside the step
-    (some 18 small kernels a step); None = on CUDA, where the step's kernels set the pace; on the
-    CPU the per-batch path keeps recorded runs reproducible.
-    `fused`: every ReLU -> BatchNorm -> Dropout block trains as Triton kernels (nas.fused), a
-    CUDA option (off CUDA only under Triton's interpreter, TRITON_INTERPRET=1, as the tests run it);
-    None = in CUDA graphs (fused_for). docs/performance.md has the figures behind each default."""
+    `loop`: how the loop runs on the device (Loop), which the history records."""
     device = torch.device(device)
     keep_freed_memory()
     recipe = config.recipe
     torch.manual_seed(seed)  # weights and dropout masks
     gen = torch.Generator(device=device).manual_seed(seed)  # shuffling and rotation angles
     model = build(config).to(device)
-    if channels_last is None:
-        channels_last = device.type == "cpu" and torch.get_num_threads() == 1
-    layout = torch.channels_last if channels_last else torch.contiguous_format
+    loop = loop.resolve(device)
+    layout = torch.channels_last if loop.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     forward = model
-    graphs = graphs_for(device, graphs)
-    fused = fused_for(device, fused, graphs, compiled, bf16, channels_last)
-    if fused:
-        if compiled:
-            raise ValueError("choose one of fused and compiled")
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError(f"fused kernels (Triton) need a CUDA device, not {device}")
-        from nas.fused import Fused
+    if loop.fused:
+        from nas.fused import Fused  # Triton: an optional dependency, imported only when asked for
 
         forward = Fused(model)
-    if compiled:
-        from torch._inductor import config as inductor
-
-        inductor.fallback_random = True
-        forward = torch.compile(model)
+    if loop.compiled:  # torch's random numbers, not inductor's: dropout draws as in eager mode
+        forward = torch.compile(model, options={"fallback_random": True})
     n = len(split.train_y)
     lrs = lr_values(recipe, steps_per_epoch(n, recipe.batch_size), epochs)
     # per-step rates under CUDA graphs: a device tensor the captured step reads (nas.graphs)
-    optimizer = make_optimizer(model, recipe, capturable=graphs, tensor_lr=graphs and recipe.lr_per_step)
+    optimizer = make_optimizer(model, recipe, capturable=loop.graphs, tensor_lr=loop.graphs and recipe.lr_per_step)
     ema = averaged(model, recipe.ema) if recipe.ema > 0 else None
     judged = model if ema is None else ema.module  # what every evaluation reads, and what train returns
-    epoch_rotation = device.type == "cuda" if epoch_rotation is None else epoch_rotation
-    loop = {
-        "cuda_graphs": graphs,
-        "fused": fused,
-        "channels_last": channels_last,
-        "bf16": bf16,
-        "compiled": compiled,
-        "epoch_rotation": epoch_rotation,
-    }
-    history = History(seed=seed, device=str(device), eval_name=split.eval_name, loop=loop)
+    history = History(seed=seed, device=str(device), eval_name=split.eval_name, loop=loop.to_dict())
     start = 1
     if checkpoint is not None and Path(checkpoint).exists():
         start = _restore(torch.load(checkpoint, weights_only=True), model, optimizer, ema, gen, history) + 1
@@ -307,7 +316,7 @@ def train(
     # augmentation draws: `gen` on the CPU; on a GPU the default generator, which CUDA graphs can advance
     draws = gen if device.type == "cpu" else None
     augmented = data.augments(recipe)
-    rotated = torch.empty_like(split.train_x) if epoch_rotation and augmented else None
+    rotated = torch.empty_like(split.train_x) if loop.epoch_rotation and augmented else None
     images = split.train_x if rotated is None else rotated  # what the steps gather their batches from
 
     def step(idx: torch.Tensor) -> None:
@@ -315,7 +324,7 @@ def train(
         x, y = images[idx], split.train_y[idx]
         if augmented and rotated is None:
             x = data.augment(x, recipe, draws)
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16, cache_enabled=False):
+        with torch.autocast(device.type, torch.bfloat16, enabled=loop.bf16, cache_enabled=False):
             logits = forward(x.contiguous(memory_format=layout))
             loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
         loss.backward()
@@ -329,7 +338,7 @@ def train(
         if on_step is not None:
             on_step()
 
-    steps = GraphedSteps(step, optimizer, recipe.batch_size) if graphs else None
+    steps = GraphedSteps(step, optimizer, recipe.batch_size) if loop.graphs else None
     for epoch in range(start, (epochs or recipe.epochs) + 1):
         t0 = time.perf_counter()
         epoch_lrs = lrs[epoch - 1]

@@ -1,12 +1,21 @@
 """The rule every result is judged by: *consistent* means that each of the last K epochs reaches
 the threshold test accuracy, for every seed. Replay, confirmation, report, figures and the search
-objective's window all take it from here, so they cannot drift apart.
+objective's window all take it from here, so they cannot drift apart. Beside it, the rules that
+choose among judged results: which confirmed configuration wins a budget (`choose`), and which seed
+stands for a configuration (`pick_seed`).
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
+
+from nas import NasError
+
+
+class VerdictError(NasError, ValueError):
+    """A seed asked of a configuration that has no run with it."""
+
 
 THRESHOLD = 99.40  # percent test accuracy: the reference experiment's target
 LAST_K = 3  # epochs at the end of training that must all reach it
@@ -170,3 +179,15 @@ def choose(candidates: list[Verdict]) -> int:
     best = candidates[top]
     tied = [i for i in level if mean_worst(best) - mean_worst(candidates[i]) <= noise(best, candidates[i])]
     return min(tied, key=lambda i: (candidates[i].params, -mean_worst(candidates[i]), i))
+
+
+def pick_seed(runs: dict[int, float], seed: int | None = None) -> int:
+    """Whose weights stand for a configuration (`nas export`, the report's figures): the requested
+    seed, or the one with the median final test accuracy (the lower of the two middle ones for an
+    even count), so that the network shown is typical, not lucky. `runs`: seed -> final accuracy."""
+    if seed is not None:
+        if seed not in runs:
+            raise VerdictError(f"no confirmation run with seed {seed}; seeds: {', '.join(map(str, sorted(runs)))}")
+        return seed
+    median = statistics.median_low(runs.values())
+    return min(s for s, acc in runs.items() if acc == median)

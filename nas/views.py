@@ -1,30 +1,28 @@
-"""What the long commands show while they run. The library (nas.search, nas.confirm, nas.replay)
-reports progress as small event dataclasses; a view turns each into lines, a live panel or a
-progress bar. An event of class `SearchPlanned` goes to the view's method `searchplanned`; a view
-without such a method ignores the event."""
+"""What the long commands show while they run. The library reports progress as small event
+dataclasses (nas.events); a view turns each into lines, a live panel or a progress bar. Each view
+says which event each of its methods shows (`handlers`); an event a view does not list is ignored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 
-from nas import display
-
-say = display.console.print
-
-
-def show(*things) -> None:
-    for thing in things:
-        say(thing)
+from nas import display, events, spec, store
+from nas.display import say, show
+from nas.files import hms
 
 
 class View:
-    """Dispatches events to methods by class name; closes any live display on exit."""
+    """Sends each event to the method its class maps to; closes any live display on exit."""
 
     def __init__(self):
         self.stack = ExitStack()
 
+    def handlers(self) -> dict[type, Callable]:
+        return {}
+
     def __call__(self, event) -> None:
-        handler = getattr(self, type(event).__name__.lower(), None)
+        handler = self.handlers().get(type(event))
         if handler is not None:
             handler(event)
 
@@ -40,18 +38,15 @@ class View:
         self.stack = ExitStack()
 
 
-STAGES = {  # nas.confirm's stages: what each is called, and what it evaluates on
-    "confirm": ("confirmation", "test set"),
-    "select": ("selection on validation", "validation split"),
-    "fresh": ("fresh seeds", "test set"),
-}
-
-
 class ConfirmView(View):
     """A bar over the confirmation's (configuration, seed) runs, a line per finished run."""
 
-    def confirmplanned(self, event) -> None:
-        what, judged = STAGES[event.stage]
+    def handlers(self) -> dict[type, Callable]:
+        return {events.ConfirmPlanned: self.confirm_planned, events.UnitDone: self.unit_done}
+
+    def confirm_planned(self, event: events.ConfirmPlanned) -> None:
+        stage = store.STAGES[event.stage]
+        what, judged = stage.title, stage.evaluated_on
         say(
             f"{what}: {event.top} configuration{'s' * (event.top != 1)} x {event.seeds} seeds = {event.units} runs on "
             f"{event.train_images:,} training images, {judged} every epoch; study {event.study!r}"
@@ -62,10 +57,10 @@ class ConfirmView(View):
         if event.done:
             self.line(f"{event.done} of {event.units} runs already done")
 
-    def unitdone(self, event) -> None:
+    def unit_done(self, event: events.UnitDone) -> None:
         self.advance()
         self.line(
-            f"[{display.hms(event.elapsed)}] {event.done} of {event.units} runs done: "
+            f"[{hms(event.elapsed)}] {event.done} of {event.units} runs done: "
             f"trial {event.trial} seed {event.seed}, final {event.final:.2f}%"
         )
 
@@ -73,11 +68,19 @@ class ConfirmView(View):
 class SearchView(ConfirmView):
     """The plan, a live panel of counts while trials train, the leaderboard; then the confirmation."""
 
-    def searchplanned(self, event) -> None:
+    def handlers(self) -> dict[type, Callable]:
+        return {
+            **super().handlers(),
+            events.SearchPlanned: self.search_planned,
+            events.SearchStatus: self.search_status,
+            events.SearchFinished: self.search_finished,
+        }
+
+    def search_planned(self, event: events.SearchPlanned) -> None:
         self.plan(event)
         self.live = self.stack.enter_context(display.live())
 
-    def plan(self, event) -> None:
+    def plan(self, event: events.SearchPlanned) -> None:
         s, sp = event.settings, event.space
         say(
             f"study {event.study!r} in {event.storage}: space {sp.name} ({sp.path}), budget {s.budget:,}, "
@@ -95,68 +98,82 @@ class SearchView(ConfirmView):
             say(f"queued first (--enqueue, then the baselines the space and budget admit): {', '.join(event.queued)}")
         if event.estimate is not None:
             x = event.estimate
-            pruned = f", about {display.hms(x.without_pruning * (1 - x.saving))} if {s.pruner} saves "
+            pruned = f", about {hms(x.without_pruning * (1 - x.saving))} if {s.pruner} saves "
             pruned += f"{x.saving:.0%} of the epochs as measured"
             say(
                 f"estimate: one epoch ~{x.epoch_seconds:.0f} s here; {event.remaining} trials x {x.epochs} epochs: "
-                f"at most {display.hms(x.without_pruning)} without pruning" + (pruned if x.saving else "")
+                f"at most {hms(x.without_pruning)} without pruning" + (pruned if x.saving else "")
             )
 
-    def searchstatus(self, event) -> None:
+    def search_status(self, event: events.SearchStatus) -> None:
         self.live.update(event)
 
-    def searchfinished(self, event) -> None:
+    def search_finished(self, event: events.SearchFinished) -> None:
+        from nas import report  # pandas and Optuna: loaded once a search has run, not for every command
+
         self.close()
         say("")
         say(display.leaderboard_table(event.leaderboard))
-        say(display.summary_line(event.summary))
+        say(report.summary_line(event.summary))
         say(f"written: {event.path}")
 
 
 class FrontierView(SearchView):
     """Each budget's search, selection, confirmation and fresh seeds in turn."""
 
-    def budgetstarted(self, event) -> None:
+    def handlers(self) -> dict[type, Callable]:
+        return {**super().handlers(), events.BudgetStarted: self.budget_started}
+
+    def budget_started(self, event: events.BudgetStarted) -> None:
         say(f"\n[bold]budget {event.budget:,}[/] ({event.index} of {event.budgets})")
         self.runs_after_search = event.runs_after_search
 
-    def plan(self, event) -> None:
+    def plan(self, event: events.SearchPlanned) -> None:
         super().plan(event)
         if event.estimate is not None:  # the search's estimate alone would hide most of a budget's time
             x = event.estimate
             seconds = self.runs_after_search * x.epochs * x.epoch_seconds / event.settings.jobs
             say(
                 f"then {self.runs_after_search} runs x {x.epochs} epochs (selection, confirmation, fresh seeds): "
-                f"at most about {display.hms(seconds)}"
+                f"at most about {hms(seconds)}"
             )
 
-    def confirmplanned(self, event) -> None:
+    def confirm_planned(self, event: events.ConfirmPlanned) -> None:
         self.close()  # one bar at a time: the previous stage's is done
-        super().confirmplanned(event)
+        super().confirm_planned(event)
 
 
 class ReplayView(View):
     """The config's tables, a bar per seed with a row per epoch."""
 
-    def replaystarted(self, event) -> None:
+    def handlers(self) -> dict[type, Callable]:
+        return {
+            events.ReplayStarted: self.replay_started,
+            events.SeedStarted: self.seed_started,
+            events.Step: self.step,
+            events.EpochDone: self.epoch_done,
+            events.SeedDone: self.seed_done,
+        }
+
+    def replay_started(self, event: events.ReplayStarted) -> None:
         say(display.summary_table(event.config))
         say(display.rf_table(event.config))
-        say(f"recipe: {display.recipe_line(event.config.recipe)}; device {event.device}")
+        say(f"recipe: {spec.recipe_line(event.config.recipe)}; device {event.device}")
         self.name = event.config.name
 
-    def seedstarted(self, event) -> None:
+    def seed_started(self, event: events.SeedStarted) -> None:
         self.advance, self.line = self.stack.enter_context(
             display.progress(event.steps, f"{self.name} seed {event.seed}")
         )
         self.line(display.epoch_header("test"))
 
-    def step(self, event) -> None:
+    def step(self, event: events.Step) -> None:
         self.advance()
 
-    def epochdone(self, event) -> None:
+    def epoch_done(self, event: events.EpochDone) -> None:
         self.line(display.epoch_row(event.seed, event.epoch))
 
-    def seeddone(self, event) -> None:
+    def seed_done(self, event: events.SeedDone) -> None:
         self.close()
 
 
@@ -185,7 +202,5 @@ def show_export(info: dict, out: str) -> None:
 
 def show_frontier(outcome) -> None:
     """One row per budget: the winner on its fresh seeds; then the files written."""
-    from nas import frontier
-
-    say(display.frontier_table(frontier.summary_rows(outcome.winners)))
+    say(display.frontier_table(outcome.summary))
     show(*(f"written: {path}" for path in outcome.files))

@@ -16,6 +16,17 @@ class WorkerError(NasError, RuntimeError):
     """A worker process that exited with an error."""
 
 
+class JobsError(NasError, ValueError):
+    """More worker processes than this machine can run."""
+
+
+# Past the cores, more workers only wait for one, each holding torch and its own MNIST (0.7-1 GB
+# resident on the CPU); a few per core still fill the gaps while one starts or evaluates (a committed
+# frontier ran --jobs 5 on 2 CPUs). A bound tied to the machine, so that a typo (--jobs 100) is
+# refused instead of forking until memory runs out.
+JOBS_PER_CPU = 4
+
+
 def stop_on_signals() -> None:
     """Ctrl-C and SIGTERM stop a run cleanly (KeyboardInterrupt), even where the shell started
     nas with SIGINT ignored (a background job of a script)."""
@@ -32,6 +43,19 @@ def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity: a container's or a job scheduler's
     cpuset, `taskset`), not every CPU of the machine."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_jobs(jobs: int, option: str = "--jobs") -> int:
+    """`jobs` processes, given as `option`, where the count enters the library: at most JOBS_PER_CPU
+    per usable CPU, else a JobsError."""
+    cpus = usable_cpus()
+    if jobs > JOBS_PER_CPU * cpus:
+        raise JobsError(
+            f"{option} {jobs}: more processes than this machine can run: at most {JOBS_PER_CPU * cpus} "
+            f"({JOBS_PER_CPU} per usable CPU, {cpus} here), each taking about 1 GB of memory (torch and its own "
+            f"copy of MNIST); pass {option} {cpus} to use every CPU"
+        )
+    return jobs
 
 
 def worker_threads(jobs: int) -> int:
@@ -147,12 +171,14 @@ def start_server() -> None:
     forkserver.ensure_running()
 
 
-def start_workers(target, settings, jobs: int):
-    """`jobs` worker processes running target(settings, threads) (the search's or the confirmation's),
-    torch threads split between them (see worker_threads)."""
+def start_workers(target, settings, jobs: int, work: int):
+    """Worker processes running target(settings, threads) (the search's or the confirmation's): `jobs`,
+    or one per unit of `work` left where that is fewer (a worker with nothing to take would only load
+    MNIST). Torch threads are split as for `jobs` (see worker_threads) however many start, so that the
+    last units train as the first did."""
     threads = worker_threads(jobs)
     ctx = context()
-    args = [(target, with_index(settings, i), threads, os.getpid()) for i in range(jobs)]
+    args = [(target, with_index(settings, i), threads, os.getpid()) for i in range(min(jobs, work))]
     procs = [ctx.Process(target=_child, args=a) for a in args]
     for p in procs:
         p.start()

@@ -52,8 +52,14 @@ def confirmed(tmp_path_factory, data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def reported(confirmed, data_dir) -> Path:
-    """`confirmed`, after `nas report --study one` (figures and note attached to the study)."""
-    r = run_nas("report", "--study", "one", "--results-dir", confirmed, "--data-dir", data_dir)
+def reported(confirmed, tmp_path_factory, data_dir) -> Path:
+    """A copy of `confirmed`, after `nas report --study one` (figures and note attached to the study).
+    A copy: the report writes into its results folder, and `confirmed` stays as its search and
+    confirmation left it for the tests that use it, whether this fixture was made before them or not."""
+    import shutil
+
+    results = tmp_path_factory.mktemp("reported") / "results"
+    shutil.copytree(confirmed, results)
+    r = run_nas("report", "--study", "one", "--results-dir", results, "--data-dir", data_dir)
     assert r.returncode == 0, r.stderr
-    return confirmed
+    return results

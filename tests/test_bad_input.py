@@ -13,6 +13,8 @@ import pytest
 
 from nas import cli, space, spec
 
+pytestmark = pytest.mark.slow  # its fixture trains and confirms the study every row runs against
+
 SPACE = (space.resources.files("nas.spaces") / "default.toml").read_text()
 QUICK = ["--epochs", "1", "--train-limit", "500", "--val-limit", "200", "--device", "cpu"]
 LAYERS = [{"op": "conv", "out": 10}, {"op": "gap"}]
@@ -23,6 +25,7 @@ LAYERS = [{"op": "conv", "out": 10}, {"op": "gap"}]
 # scratch folder with the bad files written below; NAME=VALUE in front sets an environment variable.
 # A fragment names the reason the row fails, not only the command's failure: a row must not pass
 # because of a second mistake it happens to contain.
+PLAIN = "a study name becomes a folder under the results folder: use a plain name (no slash, no leading dot, at"
 BAD = [
     (["search", "--budget", "0"], ("--budget", "must be >= 1, got 0")),
     (["search", "--budget", "1000"], "--budget 1000 is at or below the smallest model of space 'default' (1,352"),
@@ -79,7 +82,7 @@ BAD = [
     (["replay", "{t}/int-nesterov.json"], "int-nesterov.json.recipe.nesterov: must be true or false, got 1"),
     (["replay", "{t}/float-epochs.json"], "float-epochs.json.recipe.epochs: must be an integer, got 3.0"),
     (["replay", "{t}/nan-accuracy.json"], "nan-accuracy.json.reported.test_acc: must be a finite number, got nan"),
-    (["replay", "{t}/escape.json"], "escape.json.name: must be a plain folder name (no slash, no leading dot)"),
+    (["replay", "{t}/escape.json"], "escape.json.name: must be a plain folder name (no slash, no leading dot"),
     (["replay", "{t}/unknown-key.json"], "unknown-key.json: unknown field 'width'"),
     (["replay", "{t}/list.json"], "list.json: expected an object, got list"),
     (["replay", "{t}/invalid.json"], "invalid.json: line 1, column 2: invalid JSON: Expecting property name"),
@@ -132,6 +135,54 @@ BAD = [
     (["studies", "--rename", "one", "artifacts"], "artifacts already exists; move it away or choose another name"),
     (["dashboard", "--storage", "sqlite:////nonexistent/x.db"], "no storage at sqlite:////nonexistent/x.db"),
     (["dashboard", "--study", "nope"], "no study 'nope'"),
+    # a finite number beyond float32 (the trainer's tensors), where config numbers and float options enter
+    (
+        ["replay", "{t}/huge-decay.json"],
+        "huge-decay.json.recipe.weight_decay: must fit a 32-bit float (at most 3.4e+38), got 1e+300",
+    ),
+    (
+        ["train", "--config", "{t}/huge-lr.json"],
+        "huge-lr.json.recipe.lr: must fit a 32-bit float (at most 3.4e+38), got 1e+39",
+    ),
+    (
+        ["replay", "{t}/huge-int-decay.json"],
+        "huge-int-decay.json.recipe.weight_decay: must fit a 32-bit float (at most",
+    ),
+    (["search", "--enqueue", "{t}/huge-lr.json"], ("--enqueue", "huge-lr.json.recipe.lr: must fit a 32-bit float")),
+    (["search", "--timeout", "1e39"], ("--timeout", "must fit a 32-bit float (at most 3.4e+38), got 1e39")),
+    (["search", "--space", "{t}/huge.toml"], "huge.toml:16: weight_decay: 1e+300 is out of range [0.0, 0.1]"),
+    # a name that becomes a folder under the results folder, where it enters the library
+    (["search", "--study", "../evil"], ("--study: " + PLAIN, "got '../evil'")),
+    (["search", "--study", ""], ("--study: a study name becomes a folder", "got ''")),
+    (["search", "--study", ".hidden"], ("--study: a study name becomes a folder", "got '.hidden'")),
+    (["search", "--study", "a\\b"], ("--study: a study name becomes a folder", "got 'a\\\\b'")),
+    (["search", "--study", "new\nline"], ("--study: a study name becomes a folder", "got 'new\\nline'")),
+    (
+        ["search", "--space", "{t}/.dot.toml"],
+        ("--study: a study name becomes a folder", "got '.dot-b8000-e1-t500-v200'"),
+    ),
+    (["confirm", "--study", "../one"], ("--study: " + PLAIN, "got '../one'")),
+    (["report", "--study", "../one"], ("--study: " + PLAIN, "got '../one'")),
+    (["export", "--study", "../one", "--out", "{t}/x"], ("--study: " + PLAIN, "got '../one'")),
+    (["train", "--trial", "0", "--study", "../one"], ("--study: " + PLAIN, "got '../one'")),
+    (["frontier", "--name", "../evil"], "--name: a frontier's name becomes a folder under the results folder"),
+    (["studies", "--rename", "one", "../evil"], ("--rename: " + PLAIN, "got '../evil'")),
+    (["studies", "--rename", "one", ""], ("--rename: a study name becomes a folder", "got ''")),
+    # more worker processes than the machine can hold (each loads torch and MNIST), where the count enters
+    (["search", "--jobs", "100000"], ("--jobs 100000: more processes than this machine can run", "per usable CPU")),
+    (["confirm", "--study", "one", "--jobs", "100000"], ("--jobs 100000: more processes than", "per usable CPU")),
+    (["frontier", "--jobs", "100000"], ("--jobs 100000: more processes than this machine can run", "per usable CPU")),
+    (["bench", "--jobs", "100000"], ("--jobs 100000: more processes than this machine can run", "per usable CPU")),
+    (["bench", "--workers", "100000"], ("--workers 100000: more processes than this machine can", "per usable CPU")),
+    # other counts that become memory or time, and numbers the libraries refuse, where they enter
+    (["replay", "{t}/wide.json"], "wide.json.layers[0].out: must be <= 1024, got 100000"),
+    (["replay", "{t}/huge-batch.json"], "huge-batch.json.recipe.batch_size: must be <= 60000, got 1000000"),
+    (["replay", "{t}/many-epochs.json"], "many-epochs.json.recipe.epochs: must be <= 1000, got 1000000"),
+    (["replay", "{t}/long-int.json"], "long-int.json: invalid JSON: Exceeds the limit (4300 digits)"),
+    (["search", "--seed", "-1"], ("--seed", "must be between 0 and 2147483647, got -1")),
+    (["frontier", "--seed", "4294967296"], ("--seed", "must be between 0 and 2147483647, got 4294967296")),
+    (["replay", "baseline-6", "--seed", "-3"], ("--seed", "must be between 0 and 2147483647, got -3")),
+    (["search", "--study", "x" * 201], ("--study: a study name becomes a folder", "at most 200 bytes")),
 ]
 
 # The bad files of the {t} rows: config files (json.dumps writes NaN and Infinity as Python's json
@@ -149,6 +200,12 @@ CONFIGS = {
     "unknown-key.json": {"layers": LAYERS, "width": 3},
     "list.json": [{"layers": LAYERS}],
     "no-pool.json": {"layers": LAYERS},  # valid, but the spaces' networks have one max-pool
+    "huge-decay.json": {"layers": LAYERS, "recipe": {"weight_decay": 1e300}},  # finite, inf in float32
+    "huge-lr.json": {"layers": LAYERS, "recipe": {"lr": 1e39}},
+    "huge-int-decay.json": {"layers": LAYERS, "recipe": {"weight_decay": 10**39}},  # json reads it as an int
+    "wide.json": {"layers": [{"op": "conv", "out": 100_000}, *LAYERS]},
+    "huge-batch.json": {"layers": LAYERS, "recipe": {"batch_size": 1_000_000}},
+    "many-epochs.json": {"layers": LAYERS, "recipe": {"epochs": 1_000_000}},
 }
 SPACES = {
     "malformed.toml": ("width = {int = [8, 24]}", "width = {int = [8, 24}"),
@@ -161,6 +218,7 @@ SPACES = {
     "step.toml": ("step_size = {int = [3, 10]}", "step_size = {int = [3, 10], step = 2}"),
     "no-choices.toml": ("batch_size = {choices = [64, 128, 256]}", "batch_size = {choices = []}"),
     "epochs.toml": ("epochs = 15", "epochs = 0"),
+    "huge.toml": ("weight_decay = 0.0", "weight_decay = 1e300"),  # float dimensions have ranges of their own
 }
 
 
@@ -170,10 +228,12 @@ def scratch(tmp_path_factory, data_dir):
     for name, (line, bad) in SPACES.items():
         assert line in SPACE, name  # the default space changed: update the row
         (t / name).write_text(SPACE.replace(line, bad))
+    (t / ".dot.toml").write_text(SPACE)  # the default study name is the space file's stem: ".dot-b8000-..."
     (t / "latin1.toml").write_bytes(SPACE.replace("family", "famîly").encode("latin-1"))
     for name, config in CONFIGS.items():
         (t / name).write_text(json.dumps(config))
     (t / "invalid.json").write_text("{layers: []}")
+    (t / "long-int.json").write_text('{"layers": [], "recipe": {"epochs": ' + "9" * 5000 + "}}")
     (t / "empty-queue").mkdir()
     (t / "empty-queue" / "notes.txt").write_text("a folder of queued networks holds *.json files")
     impostor = spec.load_baseline("baseline-6").to_dict()

@@ -53,6 +53,7 @@ def hidden_widths(config):
         ("baseline-6-rf32", 6, 7826, False, True),
     ],
 )
+@pytest.mark.slow
 def test_widths_follow_the_stated_rule(name, n_hidden, target, fc_head, padded):
     config = spec.load_baseline(name)
     widths = smoothest(n_hidden, target, fc_head, padded)

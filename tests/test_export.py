@@ -1,5 +1,5 @@
 """`nas export` round trip: a searched and confirmed model (one epoch) comes back identical through
-`nas.load_model`, the standalone model.py and ONNX, and tests as confirmation measured it."""
+`nas.export.load_model`, the standalone model.py and ONNX, and tests as confirmation measured it."""
 
 import importlib.util
 import json
@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import run_nas
 
-import nas
-from nas import data, export, train
+from nas import data, export, train, verdict
+
+pytestmark = pytest.mark.slow  # its fixture trains and confirms a study
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +60,17 @@ def test_export_writes_the_folder_and_picks_the_median_seed(exported, confirmed)
     ],
 )
 def test_pick_seed_takes_the_median_run_or_the_requested_seed(runs, seed, expected):
-    assert export.pick_seed(runs, seed) == expected
+    assert verdict.pick_seed(runs, seed) == expected
 
 
 def test_pick_seed_refuses_a_seed_that_was_not_confirmed():
-    with pytest.raises(export.ExportError, match=r"no confirmation run with seed 3; seeds: 0, 1, 2"):
-        export.pick_seed({2: 95.0, 0: 97.0, 1: 96.0}, 3)
+    with pytest.raises(verdict.VerdictError, match=r"no confirmation run with seed 3; seeds: 0, 1, 2"):
+        verdict.pick_seed({2: 95.0, 0: 97.0, 1: 96.0}, 3)
 
 
 def test_exported_model_tests_as_confirmation_measured(exported, data_dir):
     out, info = exported
-    model = nas.load_model(out)
+    model = export.load_model(out)
     split = data.make_split(data.load_mnist(data_dir, download=False), "test")
     _, acc = train.evaluate(model, split.eval_x, split.eval_y)
     assert acc == pytest.approx(info["test_acc"], abs=1e-9)
@@ -79,7 +80,7 @@ def test_standalone_model_py_and_onnx_give_the_same_outputs(exported):
     import onnxruntime
 
     out, _ = exported
-    model = nas.load_model(out)
+    model = export.load_model(out)
     x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         want = model(x).numpy()

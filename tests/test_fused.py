@@ -12,6 +12,8 @@ import torch
 
 from nas import data, spec, train
 
+pytestmark = pytest.mark.slow  # the Triton interpreter in a subprocess
+
 pytest.importorskip("triton")
 
 CHECKS = r"""
@@ -109,7 +111,7 @@ out["eval"] = {
 
 split = data.make_split(data.load_mnist(download=False), "val", train_limit=16, eval_limit=16)
 trained = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, batch_size=16, dropout=0.1))
-_, history = train.train(trained, split, seed=0, epochs=1, fused=True)
+_, history = train.train(trained, split, seed=0, epochs=1, loop=train.Loop(fused=True))
 out["train"] = {"epochs": len(history.epochs), "train_loss": history.epochs[0].train_loss}
 print(json.dumps(out))
 """
@@ -168,7 +170,7 @@ def test_fused_off_cuda_without_the_interpreter_is_refused(mnist, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     split = data.make_split(mnist, "val", train_limit=64, eval_limit=64)
     with pytest.raises(ValueError, match="need a CUDA device"):
-        train.train(spec.from_dict(SMALL), split, seed=0, fused=True, device=torch.device("cpu"))
+        train.train(spec.from_dict(SMALL), split, seed=0, device=torch.device("cpu"), loop=train.Loop(fused=True))
 
 
 @pytest.mark.parametrize(("block", "dropout"), [(1024, True), (64, False)])
@@ -193,21 +195,3 @@ def test_fused_kernels_compile_for_an_h100(block, dropout):
             ASTSource(fn=kernel, signature=signature, constexprs=const), target=GPUTarget("cuda", 90, 32)
         )
         assert len(compiled.asm["cubin"]) > 1000
-
-
-PLAIN = {"graphs": True, "compiled": False, "bf16": False, "channels_last": False}  # train()'s CUDA defaults
-CUDA = torch.device("cuda")  # fused_for only decides: no GPU is touched
-
-
-def test_fused_is_the_default_in_cuda_graphs_only_and_never_with_options_it_does_not_serve():
-    assert train.fused_for(CUDA, None, **PLAIN)
-    assert not train.fused_for(torch.device("cpu"), None, **PLAIN)
-    for option in PLAIN:
-        assert not train.fused_for(CUDA, None, **{**PLAIN, option: not PLAIN[option]})
-    assert not train.fused_for(CUDA, False, **PLAIN)
-
-
-def test_nas_fused_0_turns_the_default_off(monkeypatch):
-    monkeypatch.setenv("NAS_FUSED", "0")
-    assert not train.fused_for(CUDA, None, **PLAIN)
-    assert train.fused_for(CUDA, True, **PLAIN)  # asked for in code: still fused

@@ -13,6 +13,8 @@ from conftest import run_nas
 from nas import data, spec, train
 from nas.graphs import set_lr
 
+pytestmark = pytest.mark.slow  # each lever trained for real
+
 SMALL = spec.from_dict(
     {
         "name": "small",

@@ -95,34 +95,36 @@ def test_readme_and_docs_links_lead_to_files_that_exist():
     assert links > 20
 
 
-def test_readme_results_table_comes_from_the_stored_confirmations():
-    # each search row of the Results table, cell for cell, from the verdicts stored on its study
-    text = (REPO / "README.md").read_text()
+def section(text: str, heading: str) -> str:
+    """The text under a markdown heading, up to the next heading of the same level or higher."""
+    level = heading.split(" ")[0]
+    body = text.index(heading + "\n") + len(heading) + 1
+    end = re.search(rf"^#{{1,{len(level)}}} ", text[body:], re.M)
+    return text[body : body + end.start()] if end else text[body:]
+
+
+def test_results_page_search_tables_come_from_the_stored_confirmations():
+    # each confirmed configuration of the CPU and GPU searches, cell for cell, from the verdicts on its study
+    text = (REPO / "docs" / "results.md").read_text()
     studies = {
-        "cpu-b8000": (EVIDENCE / "nas.db", "cpu-b8000"),
-        "GPU search": (EVIDENCE / "gpu" / "search-200-trials.db", "default-b8000"),
+        "## The full search on the CPU (`cpu-b8000`)": (EVIDENCE / "nas.db", "cpu-b8000"),
+        "## The full search on one GPU, 200 trials": (EVIDENCE / "gpu" / "search-200-trials.db", "default-b8000"),
     }
     rows = 0
-    for label, (db, name) in studies.items():
+    for heading, (db, name) in studies.items():
         record = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").user_attrs["confirmation"]
+        table = section(text, heading)
         for v in record["verdicts"]:
-            finals = [s["final"] for s in v["per_seed"]]
-            row = results_row(text, rf"`?{label}`? trial {v['trial']}\b", v, finals)
-            rows += row is not None
-    assert rows == 4
-
-
-def results_row(text: str, label: str, v, finals: list[float]) -> list[str] | None:
-    """The cells of the Results table's row whose first cell starts with `label` (None when there is
-    none), checked against a verdict's params, MACs, finals, mean ± std and consistency."""
-    row = re.search(rf"^\| {label}.*$", text, re.M)
-    if row is None:
-        return None
-    cells = [c.strip() for c in row.group(0).strip("|").split("|")]
-    expected = [f"{v['params']:,}", f"{v['macs']:,}", " ".join(f"{f:.2f}" for f in finals)]
-    assert cells[1:5] == [*expected, f"{v['mean']:.2f} ± {v['std']:.2f}"], row.group(0)
-    assert cells[5].startswith("yes" if v["consistent"] else "no"), row.group(0)
-    return cells
+            row = re.search(rf"^\| trial {v['trial']}\b.*$", table, re.M)
+            assert row is not None, (name, v["trial"])
+            cells = [c.strip().strip("*") for c in row.group(0).strip("|").split("|")]
+            finals = " ".join(f"{s['final']:.2f}" for s in v["per_seed"])
+            mins = " ".join(f"{s['min_last_k']:.2f}" for s in v["per_seed"])
+            assert cells[1:3] == [f"{v['params']:,}", f"{v['macs']:,}"], row.group(0)
+            assert finals in cells and mins in cells and f"{v['mean']:.2f} ± {v['std']:.2f}" in cells, row.group(0)
+            assert cells[-1].startswith("yes" if v["consistent"] else "no"), row.group(0)
+            rows += 1
+    assert rows == 6
 
 
 def test_results_page_gpu_100_trial_search_comes_from_its_study():
@@ -141,39 +143,81 @@ def test_results_page_gpu_100_trial_search_comes_from_its_study():
     assert f"gave {seeds}% on the test set ({pick['mean']:.2f} ± {pick['std']:.2f};" in text
 
 
-def test_readme_frontier_rows_come_from_the_committed_frontier():
-    # each `frontier-<budget>` row of the Results table, from the frontier's fresh seeds; and
-    # `nas replay frontier-<budget>` finds the same network in the committed evidence
+def answer_rows() -> list[list[str]]:
+    """The cells of each row of the README's answer table (under "## What it found")."""
+    table = section((REPO / "README.md").read_text(), "## What it found")
+    lines = [ln for ln in table.splitlines() if ln.startswith("| ") and not ln.startswith("| budget")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+
+
+def test_the_answer_table_sits_on_the_readme_first_screen():
+    lines = (REPO / "README.md").read_text().splitlines()
+    first = "\n".join(lines[:40])
+    assert "## Set up and run" in first and "pip install -e '.[test]'" in first
+    assert answer_rows() and all(f"| {row[0]} |" in first for row in answer_rows())
+    assert len(lines) < 200
+
+
+@pytest.mark.slow
+def test_readme_answer_table_comes_from_the_frontier_summary():
+    # each budget row, from the summary.csv and fresh.csv of the frontier it names; one network that
+    # answers several budgets is one row; the hours are `nas studies`' for each budget's studies;
+    # and `nas replay <name>-<budget>` finds the same network in the committed evidence
     import pandas as pd
 
-    from nas import frontier, spec, store
+    from nas import spec, store
 
-    folder = EVIDENCE / "frontier"
-    summary, fresh = pd.read_csv(folder / "summary.csv"), pd.read_csv(folder / "fresh.csv")
-    text = (REPO / "README.md").read_text()
-    hours = {r.name: r.hours for r in store.study_rows(f"sqlite:///{EVIDENCE / 'nas.db'}")}  # `nas studies`
-    for s in summary.itertuples():
+    rows = [r for r in answer_rows() if r[1].startswith("trial ")]
+    assert rows
+    shown, frontiers = [], set()
+    for cells in rows:
+        trial, study = re.fullmatch(r"trial (\d+) of `([\w-]+)`", cells[1]).groups()
+        name = study.rsplit("-b", 1)[0]  # the frontier's --name: its studies are <name>-b<budget>
+        folder = EVIDENCE / name
+        summary, fresh = pd.read_csv(folder / "summary.csv"), pd.read_csv(folder / "fresh.csv")
+        mine = summary[(summary["study"] == study) & (summary["trial"] == int(trial))]
+        assert cells[0] == " and ".join(f"{b:,}" for b in mine["budget"]), cells
+        s = mine.iloc[0]
         seeds = fresh[fresh["budget"] == s.budget]
-        cells = results_row(text, f"`{s.name}`", s._asdict(), list(seeds["final"]))
-        assert cells is not None, s.name
-        assert f"trial {s.trial} of `{s.study}` (fresh seeds {seeds['seed'].min()}-{seeds['seed'].max()})" in cells[0]
-        assert f"{s.trials} trials" in cells[6]
-        assert f"{hours[f'frontier-b{s.budget}']:.1f} h" in cells[6], cells[6]  # the budget's own studies
-        config = frontier.winner_config(s.name, REPO / "results")
-        assert config is not None and spec.param_count(config) == s.params
+        assert cells[2:4] == [f"{s.params:,}", f"{s.macs:,}"], cells
+        assert cells[4] == f"{s['mean']:.2f} ± {s['std']:.2f}", cells
+        held = int(seeds["consistent"].sum())
+        assert cells[5] == f"{held} of {len(seeds)}" and (held == len(seeds)) == bool(s.consistent), cells
+        db = folder / "nas.db" if (folder / "nas.db").exists() else EVIDENCE / "nas.db"
+        hours = {r.name: r.hours for r in store.study_rows(f"sqlite:///{db}")}
+        assert cells[6] == " + ".join(f"{hours[f'{name}-b{b}']:.1f}" for b in mine["budget"]), cells
+        for b in mine["budget"]:
+            config = spec.load(folder / f"{name}-{b}.json")  # what `nas replay <name>-<budget>` replays
+            assert spec.param_count(config) == s.params
+        shown += [(name, b) for b in mine["budget"]]
+        frontiers.add(name)
+    expected = [(n, b) for n in frontiers for b in pd.read_csv(EVIDENCE / n / "summary.csv")["budget"]]
+    assert sorted(shown) == sorted(expected)  # every budget of the frontier, once
 
 
-def test_the_readme_frontier_command_is_the_one_that_made_the_committed_frontier(monkeypatch):
+def test_readme_reference_row_is_the_reference_network():
+    from nas import spec
+
+    (ref,) = [r for r in answer_rows() if "the reference" in r[0]]
+    config = spec.load_baseline("baseline-6")  # the reference network, rebuilt: its layer table and count
+    assert ref[2:4] == [f"{spec.param_count(config):,}", f"{spec.macs(config):,}"]
+    assert ref[4].startswith(f"{config.reported.test_acc:.2f}")
+
+
+def test_the_results_page_frontier_command_is_the_one_that_made_the_committed_frontier(monkeypatch):
     from dataclasses import asdict
 
     from nas import cli, frontier, options, spec
 
-    monkeypatch.chdir(REPO)  # its paths are relative to the repository, where the README runs it
-    (line,) = re.findall(r"^nas frontier .*--results-dir results/evidence.*$", (REPO / "README.md").read_text(), re.M)
-    args = options.parser().parse_args(line.split()[1:])
-    given = cli.settings(frontier.Settings, args, enqueue=spec.expand(args.enqueue))
-    committed = json.loads((EVIDENCE / "frontier" / "settings.json").read_text())
-    assert json.loads(json.dumps(asdict(given))) == committed
+    monkeypatch.chdir(REPO)  # its paths are relative to the repository, where the page runs it
+    text = (REPO / "docs" / "results.md").read_text()
+    lines = re.findall(r"^nas frontier .*--results-dir results/evidence.*$", text, re.M)
+    assert lines
+    for line in lines:
+        args = options.parser().parse_args(line.split()[1:])
+        given = cli.settings(frontier.Settings, args, enqueue=spec.expand(args.enqueue))
+        committed = json.loads((EVIDENCE / given.name / "settings.json").read_text())
+        assert json.loads(json.dumps(asdict(given))) == committed
 
 
 def test_search_page_importances_come_from_the_committed_reports():

@@ -15,6 +15,8 @@ import sys
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # trains every committed config under two trainers
+
 BEFORE = "f8a0cdb"  # the last commit whose trainer had none of the new fields: it made the evidence
 CONFIGS = sorted(str(p.relative_to(REPO)) for p in (REPO / "nas" / "baselines").glob("*.json")) + sorted(
     str(p.relative_to(REPO)) for p in (REPO / "results" / "evidence" / "frontier").glob("frontier-*.json")

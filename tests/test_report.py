@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from conftest import NAS, REPO, run_nas
 
+pytestmark = pytest.mark.slow  # nas report on real studies; the dashboard's server
+
 FIGURES = [
     "params_vs_accuracy.png",
     "optimization_history.png",
@@ -71,7 +73,7 @@ def test_report_attaches_figures_and_a_note_once(reported):
 
 def test_report_rewrites_a_changed_file_over_its_artifact(reported, tmp_path):
     # a report made again after the study moved on: the dashboard still lists each file once
-    from nas import confirm, report
+    from nas import report, store
 
     copy = tmp_path / "results"  # the shared fixture stays as it was
     subprocess.run(["cp", "-r", reported, copy], check=True)
@@ -83,7 +85,7 @@ def test_report_rewrites_a_changed_file_over_its_artifact(reported, tmp_path):
     after = optuna.artifacts.get_all_artifact_meta(study)
     assert sorted(m.artifact_id for m in after) == sorted(m.artifact_id for m in before)
     artifact_id = study.user_attrs["report_artifacts"]["summary.md"]["artifact_id"]
-    with confirm.artifact_store(str(copy / "artifacts")).open_reader(artifact_id) as f:
+    with store.artifact_store(str(copy / "artifacts")).open_reader(artifact_id) as f:
         assert f.read() == b"# the study moved on\n"
 
 

@@ -13,6 +13,8 @@ import torch
 
 from nas import objective, search, space, spec, store, train
 
+pytestmark = pytest.mark.slow  # every test runs a real search, a confirmation or worker processes
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 NAS = str(Path(sys.executable).parent / "nas")
 QUICK = ["--epochs", "2", "--train-limit", "1500", "--val-limit", "500", "--device", "cpu"]
@@ -76,7 +78,14 @@ def test_tiny_search_end_to_end(tmp_path, data_dir):
         assert len(t.user_attrs["history"]) == 2 and t.value == t.user_attrs["history"][-1]["eval_acc"]
     verdicts = study.user_attrs["confirmation"]["verdicts"]
     assert [v["trial"] for v in verdicts] == [t.number for t in best_two]
-    assert all(v["seeds_done"] == 2 and v["consistent"] is False for v in verdicts)  # 2 epochs on 1,500 images
+    # each stored verdict's numbers are its runs' histories as stored (2 epochs: both are the last K)
+    for v in verdicts:
+        mine = sorted((t.user_attrs["seed"], t.user_attrs) for t in done if t.user_attrs["source_trial"] == v["trial"])
+        accs = {seed: [h["eval_acc"] for h in attrs["history"]] for seed, attrs in mine}
+        assert [(r["seed"], r["final"], r["best"], r["min_last_k"]) for r in v["per_seed"]] == [
+            (seed, a[-1], max(a), min(a)) for seed, a in accs.items()
+        ]
+        assert v["seeds_done"] == 2 and v["mean"] == pytest.approx((accs[0][-1] + accs[1][-1]) / 2)
     assert len((tmp_path / "tiny" / "confirmation.csv").read_text().splitlines()) == 1 + 4
 
     # the same command again: nothing to train, nothing lost, no unit trained twice

@@ -7,6 +7,7 @@ import pytest
 from conftest import REPO
 
 from nas import objective, search, space, spec, store
+from nas.study import make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DEFAULT = space.load("default")
@@ -53,6 +54,7 @@ class Recorder:
         return None, None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("budget", [10_000, 8_000, 5_000])
 def test_no_trained_model_reaches_the_budget(budget, monkeypatch, tmp_path):
     """Thousands of samples; the gate is the only way to the trainer."""
@@ -70,10 +72,11 @@ def test_no_trained_model_reaches_the_budget(budget, monkeypatch, tmp_path):
         assert t.constraints["params_over_budget"] == t.user_attrs["params"] - budget + 1
 
 
+@pytest.mark.slow
 def test_tpe_learns_to_avoid_infeasible_samples(monkeypatch, tmp_path):
     monkeypatch.setattr(objective.train, "train", Recorder())
     s = search.Settings(budget=5000, trials=10**6, results_dir=str(tmp_path))
-    study = optuna.create_study(direction="maximize", sampler=search.make_sampler(s))
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(s))
     study.optimize(objective.objective_for(study, s, DEFAULT, split=None, device="cpu"), n_trials=120)
     infeasible = [bool(t.user_attrs.get("infeasible")) for t in study.trials]
     assert sum(infeasible[-40:]) < sum(infeasible[:40])  # random start vs. learnt
@@ -189,7 +192,7 @@ def test_workers_sample_different_points():
     """Two workers with one --seed: their samplers must not propose the same start-up points."""
     first = []
     for worker in (0, 1, 0):
-        study = optuna.create_study(sampler=search.make_sampler(search.Settings(worker=worker)))
+        study = optuna.create_study(sampler=make_sampler(search.Settings(worker=worker)))
         trial = study.ask()
         first.append(space.suggest(trial, DEFAULT))
     assert first[0] != first[1] and first[0] == first[2]

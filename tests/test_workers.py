@@ -19,6 +19,8 @@ from optuna.trial import TrialState
 
 from nas import store, workers
 
+pytestmark = pytest.mark.slow  # worker processes, killed and resumed; a PostgreSQL server
+
 PG = os.environ.get("NAS_TEST_POSTGRES")
 TRIALS = 12
 FAST = ["--epochs", "1", "--train-limit", "1500", "--val-limit", "300", "--device", "cpu", "--no-baselines"]
@@ -176,3 +178,52 @@ def test_threads_follow_the_cpus_this_process_may_use():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["1", "1", "1"], r.stderr
     assert workers.usable_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_jobs_are_bounded_by_the_cpus(monkeypatch):
+    """Four worker processes per usable CPU at most: --jobs 5 on 2 CPUs (a committed frontier's) runs."""
+    monkeypatch.setattr(workers, "usable_cpus", lambda: 2)
+    assert workers.check_jobs(5) == 5 and workers.check_jobs(8) == 8
+    with pytest.raises(workers.JobsError, match=r"--jobs 9: .* at most 8 \(4 per usable CPU, 2 here\)"):
+        workers.check_jobs(9)
+
+
+def test_no_more_workers_start_than_units_of_work(monkeypatch):
+    """8 jobs and 3 units left: 3 workers, each with the threads of one of 8 (as the first units had)."""
+    from types import SimpleNamespace
+
+    from nas.study import Settings
+
+    started = []
+
+    class Process:
+        def __init__(self, target, args):
+            self.args = args
+
+        def start(self):
+            started.append(self.args)
+
+    monkeypatch.setattr(workers, "context", lambda: SimpleNamespace(Process=Process))
+    procs = workers.start_workers(print, Settings(), jobs=8, work=3)
+    assert len(procs) == len(started) == 3
+    assert [settings.worker for _, settings, _, _ in started] == [0, 1, 2]
+    assert {threads for _, _, threads, _ in started} == {workers.worker_threads(8)}
+
+
+def test_a_search_and_a_confirmation_start_a_worker_per_unit_left(confirmed, tmp_path, data_dir, monkeypatch):
+    """Study "one" holds 3 trained trials and 3 confirmation units: 5 trials and 5 seeds leave 2 each."""
+    import shutil
+
+    from nas import confirm, search
+
+    results = tmp_path / "r"
+    shutil.copytree(confirmed, results)
+    asked = []
+    monkeypatch.setattr(workers, "start_workers", lambda target, settings, jobs, work: asked.append((jobs, work)) or [])
+    monkeypatch.setattr(workers, "start_server", lambda: None)
+    monkeypatch.setattr(search, "estimate_epoch_seconds", lambda *args: 1.0)
+    quick = {"epochs": 1, "train_limit": 1500, "device": "cpu", "data_dir": str(data_dir), "results_dir": str(results)}
+    s = search.Settings(study="one", trials=5, jobs=4, val_limit=500, baselines=False, confirm=False, **quick)
+    search.run(s)
+    confirm.run(confirm.Settings(study="one", storage=s.storage_url, top=1, seeds=5, jobs=4, **quick))
+    assert asked == [(4, 2), (4, 2)]
