@@ -64,9 +64,7 @@ def run(settings: Settings, on_progress: Callable[[object], None] | None = None,
     if remaining:
         workers.start_server()  # its imports overlap the estimate
         epoch_s, epochs = estimate_epoch_seconds(settings, mnist, device), settings.epochs or sp.epochs
-        estimate = Estimate(
-            epoch_s, epochs, remaining * epochs * epoch_s / settings.jobs, MEASURED_SAVING[settings.pruner]
-        )
+        estimate = plan(epoch_s, epochs, remaining, settings.jobs, settings.pruner)
     url = store.mask(settings.storage_url)
     say(SearchPlanned(settings.study_name, url, sp, settings, str(device), kept, failed, queued, remaining, estimate))
     procs = workers.start_workers(worker or objective.worker, settings, settings.jobs, remaining) if remaining else []
@@ -178,6 +176,13 @@ def writable(folder: str) -> None:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
         raise SearchError(f"cannot write to results folder {folder}: {e.strerror}; pass --results-dir DIR") from None
+
+
+def plan(epoch_seconds: float, epochs: int, remaining: int, jobs: int, pruner: str) -> Estimate:
+    """The search's time ahead: `remaining` trials of `epochs` epochs shared by the workers that start,
+    min(jobs, remaining) of them (workers.start_workers)."""
+    seconds = remaining * epochs * epoch_seconds / min(jobs, remaining)
+    return Estimate(epoch_seconds, epochs, seconds, MEASURED_SAVING[pruner])
 
 
 def estimate_epoch_seconds(settings: Settings, mnist: dict, device) -> float:

@@ -132,7 +132,8 @@ class FrontierView(SearchView):
         super().plan(event)
         if event.estimate is not None:  # the search's estimate alone would hide most of a budget's time
             x = event.estimate
-            seconds = self.runs_after_search * x.epochs * x.epoch_seconds / event.settings.jobs
+            parallel = min(event.settings.jobs, self.runs_after_search)  # the workers that start
+            seconds = self.runs_after_search * x.epochs * x.epoch_seconds / parallel
             say(
                 f"then {self.runs_after_search} runs x {x.epochs} epochs (selection, confirmation, fresh seeds): "
                 f"at most about {hms(seconds)}"

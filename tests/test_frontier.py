@@ -109,6 +109,8 @@ def test_the_announced_runs_after_each_search_are_the_runs_made(tiny, capsys):
     view.plan(replace(planned, estimate=literal, settings=replace(planned.settings, jobs=2)))
     expected = "then 6 runs x 3 epochs (selection, confirmation, fresh seeds): at most about 0:01:30"
     assert expected in capsys.readouterr().out
+    view.plan(replace(planned, estimate=literal, settings=replace(planned.settings, jobs=8)))  # 6 of 8 start
+    assert expected.replace("0:01:30", "0:00:30") in capsys.readouterr().out
 
 
 def test_the_report_files(tiny):

@@ -198,6 +198,13 @@ def test_leaderboard_ranks_completed_trials_first():
     assert frame["value"].isna().tolist() == [False, False, True] and frame["best_val"].tolist() == [99.0, 98.0, 99.5]
 
 
+def test_the_estimate_shares_the_trials_among_the_workers_that_start():
+    # 3 trials x 4 epochs x 10 s: 2 workers share them (60 s); 8 asked for, 3 start (40 s), not 8 (15 s)
+    assert search.plan(10.0, 4, 3, 2, "median").without_pruning == 60.0
+    assert search.plan(10.0, 4, 3, 8, "median").without_pruning == 40.0
+    assert search.plan(10.0, 4, 3, 1, "hyperband").saving == 0.62
+
+
 def test_default_study_names_keep_quick_runs_apart():
     assert search.Settings(budget=8000).study_name == "default-b8000"
     quick = search.Settings(budget=8000, epochs=8, train_limit=10000)
