@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the annotations' types, never loaded at run time
 
 @dataclass(frozen=True)
 class Estimate:
-    epoch_seconds: float  # one epoch of a reference-sized network in one worker, here
+    epoch_seconds: float  # one epoch of a network of the space in one worker, here
     epochs: int
     without_pruning: float  # seconds for the remaining trials, none pruned
     saving: float  # share of epochs the pruner saved where it was measured (docs/search.md)

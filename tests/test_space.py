@@ -216,3 +216,12 @@ def test_the_compact_space_is_the_wide_one_with_the_unimportant_dimensions_fixed
     for queued in ("cpu-b8000-217-onecycle", "cpu-b8000-217-slim5k-onecycle", "cpu-b8000-217-step"):
         # the best networks fit it
         search.enqueueable(str(REPO / "search_spaces" / "queued" / f"{queued}.json"), compact, 8000)
+
+
+def test_the_estimate_times_networks_drawn_between_half_the_budget_and_the_budget():
+    small = space.load("small")
+    drawn = search.draw(small, 2000, 4000, 3)
+    assert len(drawn) == 3 and all(2000 <= spec.param_count(c) < 4000 for c in drawn)
+    assert [c.to_dict() for c in search.draw(small, 2000, 4000, 3)] == [c.to_dict() for c in drawn]  # same seed
+    assert search.draw(small, 0, 10, 3) == []  # nothing that small: the estimate falls back to the reference's
+    assert all(space.space_params(c, small) is not None for c in drawn)  # the space's own networks
