@@ -179,9 +179,8 @@ def writable(folder: str) -> None:
 
 
 def plan(epoch_seconds: float, epochs: int, remaining: int, jobs: int, pruner: str) -> Estimate:
-    """The search's time ahead: `remaining` trials of `epochs` epochs shared by the workers that start,
-    min(jobs, remaining) of them (workers.start_workers)."""
-    seconds = remaining * epochs * epoch_seconds / min(jobs, remaining)
+    """The search's time ahead: `remaining` trials of `epochs` epochs shared by the workers that start."""
+    seconds = remaining * epochs * epoch_seconds / workers.started(jobs, remaining)
     return Estimate(epoch_seconds, epochs, seconds, MEASURED_SAVING[pruner])
 
 

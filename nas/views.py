@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from nas import display, events, spec, store
+from nas import display, events, spec, store, workers
 from nas.display import say, show
 from nas.files import hms
 
@@ -132,7 +132,7 @@ class FrontierView(SearchView):
         super().plan(event)
         if event.estimate is not None:  # the search's estimate alone would hide most of a budget's time
             x = event.estimate
-            parallel = min(event.settings.jobs, self.runs_after_search)  # the workers that start
+            parallel = workers.started(event.settings.jobs, self.runs_after_search)
             seconds = self.runs_after_search * x.epochs * x.epoch_seconds / parallel
             say(
                 f"then {self.runs_after_search} runs x {x.epochs} epochs (selection, confirmation, fresh seeds): "

@@ -171,14 +171,19 @@ def start_server() -> None:
     forkserver.ensure_running()
 
 
+def started(jobs: int, work: int) -> int:
+    """How many worker processes a run of `work` units starts: `jobs`, or one per unit where that is
+    fewer (a worker with nothing to take would only load MNIST)."""
+    return min(jobs, work)
+
+
 def start_workers(target, settings, jobs: int, work: int):
-    """Worker processes running target(settings, threads) (the search's or the confirmation's): `jobs`,
-    or one per unit of `work` left where that is fewer (a worker with nothing to take would only load
-    MNIST). Torch threads are split as for `jobs` (see worker_threads) however many start, so that the
-    last units train as the first did."""
+    """Worker processes running target(settings, threads) (the search's or the confirmation's), as many
+    as `started` says. Torch threads are split as for `jobs` (see worker_threads) however many start,
+    so that the last units train as the first did."""
     threads = worker_threads(jobs)
     ctx = context()
-    args = [(target, with_index(settings, i), threads, os.getpid()) for i in range(min(jobs, work))]
+    args = [(target, with_index(settings, i), threads, os.getpid()) for i in range(started(jobs, work))]
     procs = [ctx.Process(target=_child, args=a) for a in args]
     for p in procs:
         p.start()
