@@ -14,7 +14,10 @@ The variants (VARIANTS below) change the committed recipe one lever at a time:
 - batch: its schedule stepped every optimizer step to ~0 (OneCycle at the recipe's lr where it
   was StepLR, since StepLR counts epochs);
 - batch+ema: both;
-- batch+ema+scale: both, and random zoom of +-SCALE.
+- batch+ema+scale: both, and random zoom of +-SCALE;
+- batch32: the committed recipe at 32 images a step, the batch of the public 3,762-parameter network
+  (adilsammar/woolly-of-cv, notebook MNIST_ALBUMENTATION_3762_99.52: SGD at batch 32, 1,875 steps an
+  epoch), four times the steps of nas's 128 at the same lr.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ ARCHITECTURES = {  # name -> the config whose layers and recipe the variants sta
     "217": REPO / "search_spaces/queued/cpu-b8000-217-onecycle.json",
     "frontier-8000": REPO / "results/evidence/frontier/frontier-8000.json",
     "frontier-5000": REPO / "results/evidence/frontier/frontier-5000.json",
+    "woolly-3762": REPO / "search_spaces/queued-small/woolly-3762.json",
 }
 EMA, SCALE = 0.998, 0.1
 
@@ -54,6 +58,7 @@ VARIANTS = {
     "batch": per_batch,
     "batch+ema": lambda r: dataclasses.replace(per_batch(r), ema=EMA),
     "batch+ema+scale": lambda r: dataclasses.replace(per_batch(r), ema=EMA, scale=SCALE),
+    "batch32": lambda r: dataclasses.replace(r, batch_size=32),
 }
 COLUMNS = ["architecture", "variant", "seed", "params", "final_val", "min_last3_val", "lr_last", "seconds", "recipe"]
 
