@@ -29,6 +29,16 @@ def mnist(data_dir):
     return load_mnist(data_dir)
 
 
+def benchmark(name: str):
+    """A script of benchmarks/ (not a package) imported as a module, for tests of its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 NAS = str(Path(__import__("sys").executable).parent / "nas")
 
 

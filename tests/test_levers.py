@@ -217,14 +217,10 @@ def asdict_with(**changes) -> dict:
 
 
 def test_the_ablation_table_pairs_each_variant_with_today_on_the_same_seeds():
-    import importlib.util
-
     import pandas as pd
-    from conftest import REPO
+    from conftest import benchmark
 
-    spec_ = importlib.util.spec_from_file_location("recipe_ablation", REPO / "benchmarks" / "recipe_ablation.py")
-    ablation = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(ablation)
+    ablation = benchmark("recipe_ablation")
     rows = [("today", 0, 99.30, 99.20), ("today", 1, 99.10, 99.00), ("batch+ema", 0, 99.40, 99.35)]
     rows += [("batch+ema", 1, 99.30, 99.25), ("batch+ema", 2, 99.50, 99.45)]  # seed 2 has no pair
     frame = pd.DataFrame(

@@ -236,19 +236,15 @@ def test_search_page_importances_come_from_the_committed_reports():
 
 def test_recipes_page_ablation_tables_come_from_their_csvs():
     # each `recipe_ablation.py --table` command on the page, and the table it prints from the committed CSV
-    import importlib.util
-
     import pandas as pd
+    from conftest import benchmark
 
-    path = REPO / "benchmarks" / "recipe_ablation.py"
-    spec_ = importlib.util.spec_from_file_location("recipe_ablation", path)
-    ablation = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(ablation)
+    ablation = benchmark("recipe_ablation")
     text = (REPO / "docs" / "recipes.md").read_text()
     commands = re.findall(r"^python benchmarks/recipe_ablation\.py --table(?: --out (\S+))?", text, re.M)
     assert len(commands) == 2
     for out in commands:
-        csv = REPO / (out or "results/evidence/recipes/ablation.csv")
+        csv = REPO / out if out else ablation.OUT  # no --out: the script's default CSV
         printed = ablation.table(pd.read_csv(csv))
         assert printed in text, csv
         assert len(printed.splitlines()) >= 4  # the header, its rule and two rows at least
